@@ -1,0 +1,46 @@
+"""nimrank: rerank passages through NVIDIA NIM or Cohere/Jina-style ranking services.
+
+>>> from nimrank import RankingClient
+>>> client = RankingClient(base_url="http://localhost:8000/v1")  # doctest: +SKIP
+>>> client.rank("What is the GPU memory bandwidth of H100 SXM?", passages)  # doctest: +SKIP
+[RankedPassage(index=2, score=5.1, text='Accelerated servers with H100 ...'), ...]
+"""
+
+from __future__ import annotations
+
+from ._version import __version__
+from .client import DEFAULT_MODEL, UNSET, AsyncRankingClient, RankingClient
+from .errors import (
+    APIStatusError,
+    AuthenticationError,
+    BadRequestError,
+    MissingAPIKeyError,
+    RankingConnectionError,
+    RankingError,
+    RankingTimeoutError,
+    RateLimitError,
+    ResponseFormatError,
+    ServerError,
+)
+from .results import RankedPassage
+from .retry import RetryPolicy
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "UNSET",
+    "APIStatusError",
+    "AsyncRankingClient",
+    "AuthenticationError",
+    "BadRequestError",
+    "MissingAPIKeyError",
+    "RankedPassage",
+    "RankingClient",
+    "RankingConnectionError",
+    "RankingError",
+    "RankingTimeoutError",
+    "RateLimitError",
+    "ResponseFormatError",
+    "RetryPolicy",
+    "ServerError",
+    "__version__",
+]

@@ -1,0 +1,657 @@
+"""``RankingClient`` and ``AsyncRankingClient``.
+
+Both share ``_BaseClient``: configuration, validation, request building,
+status-to-error mapping, retry decisions and the merge. The two shells only
+send, wait and sleep; they read as the same few lines, one with ``await``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, TypeVar
+
+import httpx
+
+from . import errors
+from ._version import __version__
+from .endpoints import Endpoints, nvcf_status_url, resolve_endpoints
+from .planning import PassageOptions, Plan, merge_rankings, plan_batches, select
+from .protocols import PROTOCOLS, MalformedResponse, WireProtocol, server_message
+from .results import RankedPassage
+from .retry import RETRYABLE_STATUSES, RetryPolicy
+from .validation import check_int, check_number, check_passages, check_query, check_top_n
+
+__all__ = ["DEFAULT_MODEL", "UNSET", "AsyncRankingClient", "RankingClient"]
+
+logger = logging.getLogger("nimrank")
+
+DEFAULT_MODEL = "nvidia/llama-3.2-nv-rerankqa-1b-v2"
+
+# Where a key comes from when none is passed, by protocol and host.
+_NIM_KEY_VARS = ("NVIDIA_API_KEY", "NVIDIA_NIM_API_KEY")
+_COHERE_KEY_VARS = {
+    "api.jina.ai": ("JINA_API_KEY",),
+    "api.cohere.com": ("COHERE_API_KEY", "CO_API_KEY"),
+}
+_TRUNCATE_VALUES = (None, "NONE", "END")
+_SCORE_TRANSFORMS = ("raw", "sigmoid")
+# Pause between polls of a hosted request answered with 202 Accepted.
+_POLL_INTERVAL = 0.2
+
+T = TypeVar("T")
+
+
+class _Unset(enum.Enum):
+    UNSET = "UNSET"
+
+
+#: "Use the client's setting" for per-call options where ``None`` means something.
+UNSET = _Unset.UNSET
+
+
+@dataclass(frozen=True)
+class _Request:
+    """One HTTP request of a call, with what to say about it if it fails."""
+
+    method: str
+    url: str
+    body: dict[str, Any] | None
+    what: str  # e.g. "batch 2 of 4 (passages 32-63)"
+    passages: tuple[int, ...] = ()
+    size: int = 0
+
+
+@dataclass(frozen=True)
+class _Failure:
+    error: errors.RankingError
+    retryable: bool
+    retry_after: str | None = None
+
+
+class _Call:
+    """The state of one ``rank`` call."""
+
+    def __init__(self, plan: Plan, top_n: int | None, score_threshold: float | None) -> None:
+        self.plan = plan
+        self.top_n = top_n
+        self.score_threshold = score_threshold
+        # Set once a batch has failed for good: the others stop retrying.
+        self.abandoned = False
+
+
+class _BaseClient:
+    """Configuration and everything that is not I/O, shared by both clients."""
+
+    def __init__(
+        self,
+        *,
+        model: str = DEFAULT_MODEL,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        protocol: str = "nim",
+        truncate: str | None = None,
+        max_batch_size: int = 32,
+        max_concurrency: int = 8,
+        timeout: float = 60.0,
+        max_retries: int = 3,
+        extra_headers: Mapping[str, str] | None = None,
+        max_passage_chars: int | None = None,
+        chunking: bool = False,
+        chunk_overlap_chars: int | None = None,
+        max_chunks_per_doc: int | None = None,
+        score_transform: str = "raw",
+        score_threshold: float | None = None,
+        retry_policy: RetryPolicy | None = None,
+    ) -> None:
+        if not isinstance(model, str) or not model.strip():
+            raise ValueError(f"model must be a non-empty string, got {model!r}")
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {sorted(PROTOCOLS)}, got {protocol!r}")
+        wire = PROTOCOLS[protocol]
+        if truncate not in _TRUNCATE_VALUES:
+            raise ValueError(f"truncate must be 'NONE', 'END' or None, got {truncate!r}")
+        if truncate is not None and protocol != "nim":
+            raise ValueError(
+                "truncate is NIM's server-side switch; for the cohere protocol "
+                "use max_passage_chars (and chunking) instead"
+            )
+        check_int("max_batch_size", max_batch_size, minimum=1, maximum=wire.max_batch_size)
+        check_int("max_concurrency", max_concurrency, minimum=1)
+        check_number("timeout", timeout, positive=True)
+        check_int("max_retries", max_retries, minimum=0)
+        if score_transform not in _SCORE_TRANSFORMS:
+            raise ValueError(f"score_transform must be 'raw' or 'sigmoid', got {score_transform!r}")
+        if score_threshold is not None:
+            check_number("score_threshold", score_threshold)
+        self._passage_options = _passage_options(
+            max_passage_chars, chunking, chunk_overlap_chars, max_chunks_per_doc
+        )
+        if base_url is None and protocol != "nim":
+            raise ValueError(
+                "the cohere protocol needs a base_url, e.g. 'https://api.jina.ai/v1' for Jina "
+                "or 'http://localhost:4000' for a LiteLLM proxy"
+            )
+        self.model = model
+        self.protocol = protocol
+        self.truncate = truncate
+        self.max_batch_size = max_batch_size
+        self.max_concurrency = max_concurrency
+        self.timeout = float(timeout)
+        self.score_transform = score_transform
+        self.score_threshold = score_threshold
+        self.retry_policy = (retry_policy or RetryPolicy()).with_retries(max_retries)
+        self._wire: WireProtocol = wire
+        self.endpoints: Endpoints = resolve_endpoints(
+            base_url,
+            model=model,
+            endpoint=wire.endpoint,
+            full_url_markers=wire.full_url_markers,
+        )
+        self.base_url = base_url
+        key = _resolve_api_key(api_key, protocol, self.endpoints)
+        self._headers = {
+            "Accept": "application/json",
+            "User-Agent": f"nimrank/{__version__}",
+            **dict(extra_headers or {}),
+        }
+        if key:
+            self._headers["Authorization"] = f"Bearer {key}"
+
+    @property
+    def max_retries(self) -> int:
+        """Retries per request after the first attempt."""
+        return self.retry_policy.max_retries
+
+    @property
+    def passage_options(self) -> PassageOptions:
+        """The client-side truncation and chunking settings."""
+        return self._passage_options
+
+    def __repr__(self) -> str:
+        # The key is never shown, only whether one is set.
+        key = "'***'" if "Authorization" in self._headers else "None"
+        return (
+            f"{type(self).__name__}(model={self.model!r}, url={self.endpoints.ranking_url!r}, "
+            f"protocol={self.protocol!r}, api_key={key})"
+        )
+
+    def _httpx_options(self) -> dict[str, Any]:
+        return {
+            "headers": self._headers,
+            # No pool timeout: a request waiting for a free connection is queued
+            # work, not a slow server.
+            "timeout": httpx.Timeout(self.timeout, pool=None),
+            "limits": httpx.Limits(
+                max_connections=self.max_concurrency,
+                max_keepalive_connections=self.max_concurrency,
+            ),
+            "follow_redirects": True,
+        }
+
+    # -- one rank call ------------------------------------------------------
+
+    def _prepare(
+        self,
+        query: str,
+        passages: Sequence[str],
+        top_n: int | None,
+        score_threshold: float | _Unset | None,
+    ) -> _Call:
+        check_query(query)
+        texts = check_passages(passages)
+        top_n = check_top_n(top_n)
+        if score_threshold is UNSET:
+            score_threshold = self.score_threshold
+        elif score_threshold is not None:
+            check_number("score_threshold", score_threshold)
+        plan = plan_batches(texts, self.max_batch_size, self._passage_options)
+        return _Call(plan, top_n, score_threshold)
+
+    def _batch_request(self, call: _Call, query: str, batch: int) -> _Request:
+        plan = call.plan
+        texts = plan.batch_texts(batch)
+        held = plan.passages_in_batch(batch)
+        return _Request(
+            method="POST",
+            url=self.endpoints.ranking_url,
+            body=self._wire.build_request(
+                model=self.model, query=query, passages=texts, truncate=self.truncate
+            ),
+            what=f"batch {batch + 1} of {len(plan.batches)} ({_describe_passages(held)})",
+            passages=tuple(held),
+            size=len(texts),
+        )
+
+    def _batch_scores(self, request: _Request, response: httpx.Response) -> list[float]:
+        try:
+            return self._wire.parse_response(response.json(), request.size)
+        except (MalformedResponse, ValueError) as exc:
+            raise errors.ResponseFormatError(
+                f"Unusable response from {request.url} for {request.what}: {exc}. "
+                f"Body starts: {response.text[:200]!r}",
+                url=request.url,
+                passages=request.passages,
+            ) from None
+
+    def _finish(self, call: _Call, batch_scores: Sequence[list[float]]) -> list[RankedPassage]:
+        segment_scores = [score for scores in batch_scores for score in scores]
+        ranking = merge_rankings(call.plan, segment_scores)
+        return select(
+            ranking,
+            score_transform=self.score_transform,
+            score_threshold=call.score_threshold,
+            top_n=call.top_n,
+        )
+
+    # -- models --------------------------------------------------------------
+
+    def _models_request(self) -> _Request:
+        return _Request("GET", self.endpoints.models_url, None, what="the model list")
+
+    def _model_ids(self, request: _Request, response: httpx.Response) -> list[str]:
+        try:
+            body = response.json()
+            items = body["data"] if isinstance(body, dict) else body
+            ids = [item["id"] if isinstance(item, dict) else item for item in items]
+            if not all(isinstance(model_id, str) for model_id in ids):
+                raise ValueError("model ids must be strings")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise errors.ResponseFormatError(
+                f"Unusable model list from {request.url}: {exc!r}", url=request.url
+            ) from None
+        if self.endpoints.hosted:
+            # The hosted catalog lists every kind of model; only rankers serve here.
+            ids = [model_id for model_id in ids if "rerank" in model_id]
+        return ids
+
+    # -- failures and retries ------------------------------------------------
+
+    def _polling_url(self, response: httpx.Response) -> str | None:
+        """For a hosted ``202 Accepted``, where to ask for the result."""
+        if response.status_code != 202:
+            return None
+        request_id = response.headers.get("NVCF-REQID")
+        return nvcf_status_url(request_id) if request_id else None
+
+    def _poll_timeout(self, request: _Request) -> _Failure:
+        return _Failure(
+            errors.RankingTimeoutError(
+                f"{request.url} accepted {request.what} but had no result within "
+                f"{self.timeout:g}s of polling",
+                url=request.url,
+                passages=request.passages,
+            ),
+            retryable=False,
+        )
+
+    def _failure_for_status(self, request: _Request, response: httpx.Response) -> _Failure | None:
+        status = response.status_code
+        if 200 <= status < 300:
+            return None
+        message = server_message(response.text)
+        error_class, hint = _classify(status)
+        reason = response.reason_phrase or "error"
+        error = error_class(
+            f"HTTP {status} {reason} from {request.url} for {request.what}: {message}{hint}",
+            status_code=status,
+            server_message=message,
+            url=request.url,
+            passages=request.passages,
+        )
+        retry_after = response.headers.get("Retry-After")
+        if retry_after is None and "retry-after-ms" in response.headers:
+            retry_after = "ms:" + response.headers["retry-after-ms"]
+        return _Failure(error, status in RETRYABLE_STATUSES, retry_after)
+
+    def _failure_for_exception(self, request: _Request, exc: httpx.HTTPError) -> _Failure:
+        if isinstance(exc, httpx.TimeoutException):
+            error: errors.RankingError = errors.RankingTimeoutError(
+                f"No answer from {request.url} within {self.timeout:g}s for {request.what} "
+                f"({type(exc).__name__})",
+                url=request.url,
+                passages=request.passages,
+            )
+            return _Failure(error, retryable=True)
+        retryable = isinstance(exc, httpx.TransportError) and not isinstance(
+            exc, httpx.UnsupportedProtocol
+        )
+        error = errors.RankingConnectionError(
+            f"Could not get an answer from {request.url} for {request.what}: "
+            f"{type(exc).__name__}: {exc}",
+            url=request.url,
+            passages=request.passages,
+        )
+        return _Failure(error, retryable=retryable)
+
+    def _retry_wait(
+        self, request: _Request, failure: _Failure, attempt: int, call: _Call | None
+    ) -> float | None:
+        """Seconds to wait before retry ``attempt``, or None to give up."""
+        policy = self.retry_policy
+        if not failure.retryable or attempt > policy.max_retries or (call and call.abandoned):
+            if failure.retryable and attempt > 1:
+                failure.error.args = (f"{failure.error.args[0]} (after {attempt - 1} retries)",)
+            if call is not None:
+                call.abandoned = True
+            return None
+        wait = policy.delay(attempt, failure.retry_after)
+        logger.info(
+            "nimrank: %s; retrying %s in %.2fs (retry %d of %d)",
+            failure.error,
+            request.what,
+            wait,
+            attempt,
+            policy.max_retries,
+        )
+        return wait
+
+
+class RankingClient(_BaseClient):
+    """Rank passages against a query, from synchronous code.
+
+    Batches go out concurrently on a thread pool (never more than
+    ``max_concurrency`` at once) over one connection pool that is kept open;
+    no event loop is involved, so it also works inside a running one
+    (a notebook, an async server's sync handler).
+
+    Example::
+
+        from nimrank import RankingClient
+
+        with RankingClient(base_url="http://localhost:8000/v1") as client:
+            for p in client.rank("What is the memory bandwidth of H100?", passages, top_n=3):
+                print(p.index, p.score, p.text)
+
+    See ``README.md`` for every option; ``AsyncRankingClient`` takes the same ones.
+    """
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._http = httpx.Client(**self._httpx_options())
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+
+    def rank(
+        self,
+        query: str,
+        passages: Sequence[str],
+        *,
+        top_n: int | None = None,
+        score_threshold: float | _Unset | None = UNSET,
+    ) -> list[RankedPassage]:
+        """Rank ``passages`` against ``query``, best first.
+
+        Args:
+            query: what the passages are ranked against.
+            passages: the texts to rank; identical texts are scored once.
+            top_n: return only the best ``top_n`` (``None``: all of them).
+            score_threshold: drop passages scoring below it (after the score
+                transform); default: the client's ``score_threshold``.
+
+        Returns:
+            One ``RankedPassage`` per input passage (before ``top_n`` and the
+            threshold), carrying its index in ``passages``. Blank passages are
+            not sent and rank last with score ``-inf``.
+
+        Raises:
+            RankingError: a subclass saying what failed (see ``nimrank.errors``).
+        """
+        call = self._prepare(query, passages, top_n, score_threshold)
+        if call.top_n == 0:
+            return []
+        batches = range(len(call.plan.batches))
+
+        def rank_batch(batch: int) -> list[float]:
+            request = self._batch_request(call, query, batch)
+            return self._batch_scores(request, self._send(request, call))
+
+        if len(batches) <= 1:
+            results = [rank_batch(batch) for batch in batches]
+        else:
+            results = list(self._executor().map(rank_batch, batches))
+        return self._finish(call, results)
+
+    def list_models(self) -> list[str]:
+        """The ids of the ranking models the service offers."""
+        request = self._models_request()
+        return self._model_ids(request, self._send(request, None))
+
+    def _send(self, request: _Request, call: _Call | None) -> httpx.Response:
+        attempt = 0
+        while True:
+            try:
+                response = self._http.request(request.method, request.url, json=request.body)
+                deadline = time.monotonic() + self.timeout
+                while (poll_url := self._polling_url(response)) is not None:
+                    if time.monotonic() > deadline:
+                        raise self._poll_timeout(request).error
+                    time.sleep(_POLL_INTERVAL)
+                    response = self._http.get(poll_url)
+                failure = self._failure_for_status(request, response)
+            except httpx.HTTPError as exc:
+                failure = self._failure_for_exception(request, exc)
+            if failure is None:
+                return response
+            attempt += 1
+            wait = self._retry_wait(request, failure, attempt, call)
+            if wait is None:
+                raise failure.error
+            time.sleep(wait)
+
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(
+                    max_workers=self.max_concurrency, thread_name_prefix="nimrank"
+                )
+            return self._pool
+
+    def close(self) -> None:
+        """Close the connection pool and the worker threads."""
+        with self._pool_lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
+        self._http.close()
+
+    def __enter__(self) -> RankingClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class AsyncRankingClient(_BaseClient):
+    """Rank passages against a query, from asyncio code.
+
+    Takes the same options as ``RankingClient``. Batches are sent as
+    concurrent tasks, never more than ``max_concurrency`` in flight, over one
+    connection pool that is kept open until ``aclose()``.
+
+    Example::
+
+        from nimrank import AsyncRankingClient
+
+        async with AsyncRankingClient(base_url="http://localhost:8000/v1") as client:
+            ranked = await client.rank("What is the memory bandwidth of H100?", passages)
+    """
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._http = httpx.AsyncClient(**self._httpx_options())
+
+    async def rank(
+        self,
+        query: str,
+        passages: Sequence[str],
+        *,
+        top_n: int | None = None,
+        score_threshold: float | _Unset | None = UNSET,
+    ) -> list[RankedPassage]:
+        """Rank ``passages`` against ``query``, best first (see ``RankingClient.rank``)."""
+        call = self._prepare(query, passages, top_n, score_threshold)
+        if call.top_n == 0:
+            return []
+        in_flight = asyncio.Semaphore(self.max_concurrency)
+
+        async def rank_batch(batch: int) -> list[float]:
+            request = self._batch_request(call, query, batch)
+            async with in_flight:
+                response = await self._send(request, call)
+            return self._batch_scores(request, response)
+
+        batches = range(len(call.plan.batches))
+        if len(batches) <= 1:
+            results = [await rank_batch(batch) for batch in batches]
+        else:
+            results = await _gather_or_cancel([rank_batch(batch) for batch in batches])
+        return self._finish(call, results)
+
+    async def list_models(self) -> list[str]:
+        """The ids of the ranking models the service offers."""
+        request = self._models_request()
+        return self._model_ids(request, await self._send(request, None))
+
+    async def _send(self, request: _Request, call: _Call | None) -> httpx.Response:
+        attempt = 0
+        while True:
+            try:
+                response = await self._http.request(request.method, request.url, json=request.body)
+                deadline = time.monotonic() + self.timeout
+                while (poll_url := self._polling_url(response)) is not None:
+                    if time.monotonic() > deadline:
+                        raise self._poll_timeout(request).error
+                    await asyncio.sleep(_POLL_INTERVAL)
+                    response = await self._http.get(poll_url)
+                failure = self._failure_for_status(request, response)
+            except httpx.HTTPError as exc:
+                failure = self._failure_for_exception(request, exc)
+            if failure is None:
+                return response
+            attempt += 1
+            wait = self._retry_wait(request, failure, attempt, call)
+            if wait is None:
+                raise failure.error
+            await asyncio.sleep(wait)
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncRankingClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+async def _gather_or_cancel(coroutines: list[Any]) -> list[Any]:
+    """Run ``coroutines`` as tasks; on the first failure cancel the rest and re-raise."""
+    tasks = [asyncio.ensure_future(coroutine) for coroutine in coroutines]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+# -- helpers -------------------------------------------------------------------
+
+
+def _passage_options(
+    max_passage_chars: int | None,
+    chunking: bool,
+    chunk_overlap_chars: int | None,
+    max_chunks_per_doc: int | None,
+) -> PassageOptions:
+    if not isinstance(chunking, bool):
+        raise TypeError(f"chunking must be True or False, got {chunking!r}")
+    if max_passage_chars is None:
+        if chunking:
+            raise ValueError("chunking=True needs max_passage_chars: the window size")
+        return PassageOptions()
+    check_int("max_passage_chars", max_passage_chars, minimum=1)
+    if chunk_overlap_chars is None:
+        chunk_overlap_chars = max_passage_chars // 10
+    check_int("chunk_overlap_chars", chunk_overlap_chars, minimum=0, maximum=max_passage_chars - 1)
+    if max_chunks_per_doc is not None:
+        check_int("max_chunks_per_doc", max_chunks_per_doc, minimum=1)
+    return PassageOptions(max_passage_chars, chunking, chunk_overlap_chars, max_chunks_per_doc)
+
+
+def _resolve_api_key(api_key: str | None, protocol: str, endpoints: Endpoints) -> str | None:
+    if api_key is not None and not isinstance(api_key, str):
+        raise TypeError("api_key must be a string")
+    if api_key:
+        return api_key
+    if protocol == "nim":
+        names: tuple[str, ...] = _NIM_KEY_VARS
+        required = endpoints.hosted
+    else:
+        # Hosted Cohere-style services have their own variable; a local vLLM or
+        # LiteLLM proxy may need no key at all.
+        names = _COHERE_KEY_VARS.get(httpx.URL(endpoints.ranking_url).host, ())
+        required = bool(names)
+    for name in names:
+        if os.environ.get(name):
+            return os.environ[name]
+    if required:
+        where = " or ".join(names)
+        raise errors.MissingAPIKeyError(
+            f"{endpoints.ranking_url} needs an API key: pass api_key=... or set {where}. "
+            "For a self-hosted NIM pass base_url='http://host:8000/v1' instead.",
+            url=endpoints.ranking_url,
+        )
+    return None
+
+
+def _classify(status: int) -> tuple[Callable[..., errors.APIStatusError], str]:
+    if status in (401, 403):
+        return errors.AuthenticationError, " (check api_key or the key's environment variable)"
+    if status == 429:
+        return errors.RateLimitError, ""
+    if status >= 500:
+        return errors.ServerError, ""
+    if status == 404:
+        return errors.BadRequestError, " (check base_url and model)"
+    return errors.BadRequestError, ""
+
+
+def _describe_passages(indices: Sequence[int], limit: int = 6) -> str:
+    """``passages 0-31`` / ``passages 3, 7, 9-12 ... (40 in all)``."""
+    if not indices:
+        return "no passages"
+    runs: list[str] = []
+    start = previous = indices[0]
+    for index in [*indices[1:], None]:
+        if index is not None and index == previous + 1:
+            previous = index
+            continue
+        runs.append(str(start) if start == previous else f"{start}-{previous}")
+        if index is not None:
+            start = previous = index
+    noun = "passage" if len(indices) == 1 else "passages"
+    if len(runs) > limit:
+        return f"{noun} {', '.join(runs[:limit])} ... ({len(indices)} in all)"
+    return f"{noun} {', '.join(runs)}"

@@ -1,0 +1,135 @@
+"""Where requests go: the URL rules for every form of ``base_url`` a user may pass.
+
+Pure functions, no I/O. The rules, once:
+
+* ``base_url=None`` with the NIM protocol: NVIDIA's hosted catalog. Ranking goes
+  to the per-model URL ``https://ai.api.nvidia.com/v1/retrieval/<org>/<slug>/reranking``
+  (the slug is the model name with ``.`` replaced by ``_``); models are listed
+  at ``https://integrate.api.nvidia.com/v1/models``.
+* A full endpoint URL (its path ends in the protocol's endpoint, e.g.
+  ``/ranking``, ``/reranking``, ``/rerank``, or holds ``/retrieval/``) is used
+  exactly as given.
+* Anything else is a base URL: a trailing slash is dropped, ``/v1`` is added when
+  the path does not already end in a version segment (``/v1``, ``/v2`` ...), and
+  the protocol's endpoint is appended: ``http://localhost:8000`` ->
+  ``http://localhost:8000/v1/ranking``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+__all__ = [
+    "HOSTED_MODELS_URL",
+    "HOSTED_RANKING_ROOT",
+    "Endpoints",
+    "hosted_ranking_url",
+    "is_hosted_nvidia",
+    "nvcf_status_url",
+    "resolve_endpoints",
+]
+
+HOSTED_RANKING_ROOT = "https://ai.api.nvidia.com/v1/retrieval"
+HOSTED_MODELS_URL = "https://integrate.api.nvidia.com/v1/models"
+NVCF_STATUS_ROOT = "https://api.nvcf.nvidia.com/v2/nvcf/pexec/status"
+
+_VERSION_SEGMENT = re.compile(r"/v\d+$")
+# Hosts of NVIDIA's hosted API: a key is required there, and a 202 may need polling.
+_HOSTED_SUFFIX = ".api.nvidia.com"
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """The resolved URLs of one client."""
+
+    ranking_url: str
+    models_url: str
+    hosted: bool
+
+
+def hosted_ranking_url(model: str) -> str:
+    """The hosted catalog's reranking URL for ``model``.
+
+    >>> hosted_ranking_url("nvidia/llama-3.2-nv-rerankqa-1b-v2")
+    'https://ai.api.nvidia.com/v1/retrieval/nvidia/llama-3_2-nv-rerankqa-1b-v2/reranking'
+    """
+    org, slash, name = model.strip().partition("/")
+    if not slash:
+        # A bare name is taken to be one of NVIDIA's own models.
+        org, name = "nvidia", org
+    if not org or not name:
+        raise ValueError(f"model must look like 'org/name', got {model!r}")
+    return f"{HOSTED_RANKING_ROOT}/{org}/{name.replace('.', '_')}/reranking"
+
+
+def nvcf_status_url(request_id: str) -> str:
+    """Where to poll a hosted request that was answered with ``202 Accepted``."""
+    return f"{NVCF_STATUS_ROOT}/{request_id}"
+
+
+def is_hosted_nvidia(url: str) -> bool:
+    """Whether ``url`` points at NVIDIA's hosted API (which needs a key)."""
+    host = (urlsplit(url).hostname or "").lower()
+    return host == _HOSTED_SUFFIX[1:] or host.endswith(_HOSTED_SUFFIX)
+
+
+def resolve_endpoints(
+    base_url: str | None,
+    *,
+    model: str,
+    endpoint: str,
+    full_url_markers: tuple[str, ...],
+) -> Endpoints:
+    """Resolve the ranking and models URLs for a protocol.
+
+    Args:
+        base_url: what the user passed (``None`` for the hosted catalog).
+        model: the model id (used for the hosted per-model URL).
+        endpoint: the protocol's path segment, ``"ranking"`` or ``"rerank"``.
+        full_url_markers: path endings (or ``/infix/`` parts) that mark a URL
+            as a complete endpoint to be used as given.
+    """
+    if base_url is None:
+        return Endpoints(hosted_ranking_url(model), HOSTED_MODELS_URL, hosted=True)
+
+    parts = urlsplit(base_url.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(
+            f"base_url must be an http(s) URL such as 'http://localhost:8000/v1', got {base_url!r}"
+        )
+    path = parts.path.rstrip("/")
+    hosted = is_hosted_nvidia(base_url)
+
+    if any(_matches(path, marker) for marker in full_url_markers):
+        ranking_url = urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
+        if hosted:
+            models_url = HOSTED_MODELS_URL
+        else:
+            models_url = _with_path(parts.scheme, parts.netloc, _version_root(path) + "/models")
+        return Endpoints(ranking_url, models_url, hosted)
+
+    root = path if _VERSION_SEGMENT.search(path) else path + "/v1"
+    return Endpoints(
+        ranking_url=_with_path(parts.scheme, parts.netloc, f"{root}/{endpoint}"),
+        models_url=HOSTED_MODELS_URL
+        if hosted
+        else _with_path(parts.scheme, parts.netloc, f"{root}/models"),
+        hosted=hosted,
+    )
+
+
+def _matches(path: str, marker: str) -> bool:
+    # "/retrieval/" style markers may stand anywhere; the others must end the path.
+    return marker in path + "/" if marker.endswith("/") else path.endswith(marker)
+
+
+def _version_root(path: str) -> str:
+    """The ``.../v1`` prefix of a full endpoint path, or ``/v1`` when it has none."""
+    match = re.search(r"^(.*?/v\d+)(/|$)", path)
+    return match.group(1) if match else "/v1"
+
+
+def _with_path(scheme: str, netloc: str, path: str) -> str:
+    return urlunsplit((scheme, netloc, path, "", ""))
