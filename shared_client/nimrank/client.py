@@ -14,7 +14,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
@@ -102,7 +102,7 @@ class _BaseClient:
         max_batch_size: int = 32,
         max_concurrency: int = 8,
         timeout: float = 60.0,
-        max_retries: int = 3,
+        max_retries: int | None = None,
         extra_headers: Mapping[str, str] | None = None,
         max_passage_chars: int | None = None,
         chunking: bool = False,
@@ -127,7 +127,10 @@ class _BaseClient:
         check_int("max_batch_size", max_batch_size, minimum=1, maximum=wire.max_batch_size)
         check_int("max_concurrency", max_concurrency, minimum=1)
         check_number("timeout", timeout, positive=True)
-        check_int("max_retries", max_retries, minimum=0)
+        if max_retries is not None:
+            check_int("max_retries", max_retries, minimum=0)
+        if retry_policy is not None and not isinstance(retry_policy, RetryPolicy):
+            raise TypeError(f"retry_policy must be a nimrank.RetryPolicy, got {retry_policy!r}")
         if score_transform not in _SCORE_TRANSFORMS:
             raise ValueError(f"score_transform must be 'raw' or 'sigmoid', got {score_transform!r}")
         if score_threshold is not None:
@@ -148,7 +151,10 @@ class _BaseClient:
         self.timeout = float(timeout)
         self.score_transform = score_transform
         self.score_threshold = score_threshold
-        self.retry_policy = (retry_policy or RetryPolicy()).with_retries(max_retries)
+        # max_retries, when given, wins; otherwise the policy's own count (3 by default).
+        self.retry_policy = retry_policy or RetryPolicy()
+        if max_retries is not None:
+            self.retry_policy = self.retry_policy.with_retries(max_retries)
         self._wire: WireProtocol = wire
         self.endpoints: Endpoints = resolve_endpoints(
             base_url,
@@ -412,12 +418,27 @@ class RankingClient(_BaseClient):
 
         def rank_batch(batch: int) -> list[float]:
             request = self._batch_request(call, query, batch)
-            return self._batch_scores(request, self._send(request, call))
+            try:
+                return self._batch_scores(request, self._send(request, call))
+            except BaseException:
+                # Whatever the failure (a 401, a malformed body), the other
+                # batches stop retrying: the call has failed.
+                call.abandoned = True
+                raise
 
         if len(batches) <= 1:
             results = [rank_batch(batch) for batch in batches]
         else:
-            results = list(self._executor().map(rank_batch, batches))
+            futures = [self._executor().submit(rank_batch, batch) for batch in batches]
+            # Raise the first failure in time, as the async client does: a batch
+            # that gave up because another failed is not the cause.
+            for future in as_completed(futures):
+                error = future.exception()
+                if error is not None:
+                    for other in futures:
+                        other.cancel()
+                    raise error
+            results = [future.result() for future in futures]
         return self._finish(call, results)
 
     def list_models(self) -> list[str]:

@@ -12,14 +12,15 @@ Pure functions, no I/O. The rules, once:
 * Anything else is a base URL: a trailing slash is dropped, ``/v1`` is added when
   the path does not already end in a version segment (``/v1``, ``/v2`` ...), and
   the protocol's endpoint is appended: ``http://localhost:8000`` ->
-  ``http://localhost:8000/v1/ranking``.
+  ``http://localhost:8000/v1/ranking``. A query string is kept on every URL
+  derived from it.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 __all__ = [
     "HOSTED_MODELS_URL",
@@ -94,6 +95,8 @@ def resolve_endpoints(
     if base_url is None:
         return Endpoints(hosted_ranking_url(model), HOSTED_MODELS_URL, hosted=True)
 
+    if not isinstance(base_url, str):
+        raise TypeError(f"base_url must be a string or None, got {type(base_url).__name__}")
     parts = urlsplit(base_url.strip())
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError(
@@ -107,15 +110,13 @@ def resolve_endpoints(
         if hosted:
             models_url = HOSTED_MODELS_URL
         else:
-            models_url = _with_path(parts.scheme, parts.netloc, _version_root(path) + "/models")
+            models_url = _with_path(parts, _version_root(path) + "/models")
         return Endpoints(ranking_url, models_url, hosted)
 
     root = path if _VERSION_SEGMENT.search(path) else path + "/v1"
     return Endpoints(
-        ranking_url=_with_path(parts.scheme, parts.netloc, f"{root}/{endpoint}"),
-        models_url=HOSTED_MODELS_URL
-        if hosted
-        else _with_path(parts.scheme, parts.netloc, f"{root}/models"),
+        ranking_url=_with_path(parts, f"{root}/{endpoint}"),
+        models_url=HOSTED_MODELS_URL if hosted else _with_path(parts, f"{root}/models"),
         hosted=hosted,
     )
 
@@ -131,5 +132,6 @@ def _version_root(path: str) -> str:
     return match.group(1) if match else "/v1"
 
 
-def _with_path(scheme: str, netloc: str, path: str) -> str:
-    return urlunsplit((scheme, netloc, path, "", ""))
+def _with_path(parts: SplitResult, path: str) -> str:
+    # The query stays: a gateway's key or API version applies to every URL under it.
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))

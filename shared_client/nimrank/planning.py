@@ -69,16 +69,19 @@ class Plan:
     batches: tuple[tuple[int, ...], ...]
     _owners: dict[int, list[int]] = field(default_factory=dict, repr=False, compare=False)
 
+    def __post_init__(self) -> None:
+        # Built here, once, not on first use: the sync client asks
+        # ``passages_in_batch`` from several threads at the same time.
+        for index, segment_ids in enumerate(self.segments_of):
+            for segment in segment_ids:
+                self._owners.setdefault(segment, []).append(index)
+
     def batch_texts(self, batch: int) -> list[str]:
         """The texts batch ``batch`` sends, in request order."""
         return [self.segments[segment] for segment in self.batches[batch]]
 
     def passages_in_batch(self, batch: int) -> list[int]:
         """Input indices of the passages whose text batch ``batch`` holds."""
-        if not self._owners:
-            for index, segment_ids in enumerate(self.segments_of):
-                for segment in segment_ids:
-                    self._owners.setdefault(segment, []).append(index)
         held = {index for segment in self.batches[batch] for index in self._owners[segment]}
         return sorted(held)
 
@@ -89,10 +92,12 @@ def cut_at_word_boundary(text: str, start: int, limit: int) -> int:
     end = start + limit
     if end >= len(text):
         return len(text)
-    if text[end].isspace():
-        return end
-    space = max(text.rfind(char, start + 1, end) for char in (" ", "\n", "\t", "\r"))
-    return space if space > start else end
+    # Any str.isspace() character ends a word, as everywhere else in this module
+    # (a no-break or ideographic space too, not only the ASCII ones).
+    for position in range(end, start, -1):
+        if text[position].isspace():
+            return position
+    return end
 
 
 def split_windows(text: str, limit: int, overlap: int, max_windows: int | None) -> list[str]:
@@ -133,7 +138,10 @@ def _segments_for(text: str, options: PassageOptions) -> list[str]:
         return [text]
     if options.chunking:
         return split_windows(text, limit, options.chunk_overlap_chars, options.max_chunks_per_doc)
-    return [text[: cut_at_word_boundary(text, 0, limit)].rstrip()]
+    # Cut from the first word: leading whitespace must not use up the limit
+    # (or leave nothing but whitespace to send).
+    start = _skip_space(text, 0)
+    return [text[start : cut_at_word_boundary(text, start, limit)].rstrip()]
 
 
 def plan_batches(

@@ -15,6 +15,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 
+from .validation import check_number
+
 __all__ = ["RETRYABLE_STATUSES", "RetryPolicy", "parse_retry_after"]
 
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -48,9 +50,10 @@ class RetryPolicy:
         if self.max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {self.max_retries}")
         for name in ("initial_delay", "max_delay", "max_retry_after"):
-            if getattr(self, name) < 0:
+            # check_number refuses NaN, which would otherwise reach time.sleep().
+            if check_number(name, getattr(self, name)) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not 0 <= self.jitter <= 1:
+        if not 0 <= check_number("jitter", self.jitter) <= 1:
             raise ValueError(f"jitter must be between 0 and 1, got {self.jitter}")
 
     def with_retries(self, max_retries: int) -> RetryPolicy:
@@ -77,7 +80,10 @@ class RetryPolicy:
         asked = parse_retry_after(retry_after, now=now) if retry_after else None
         if asked is not None:
             return min(asked, self.max_retry_after)
-        backoff = min(self.initial_delay * 2.0 ** (attempt - 1), self.max_delay)
+        # The exponent is bounded: 2.0 ** 1024 overflows, and a client may allow
+        # that many retries. Any initial_delay over a nanosecond times 2 ** 64 is
+        # centuries, past any max_delay.
+        backoff = min(self.initial_delay * 2.0 ** min(attempt - 1, 64), self.max_delay)
         factor = 1 - self.jitter * (random.random() if rand is None else rand)
         return backoff * factor
 

@@ -1,0 +1,220 @@
+"""A lexical BM25-style scorer that behaves like a cross-encoder.
+
+`nimrank serve` needs *some* relevance function so that demos, examples and
+tests work with no GPU and no network. A real reranker scores each
+(query, passage) pair on its own; this scorer keeps that property on purpose:
+
+* No statistic is taken from the other passages of a request (classic BM25
+  computes IDF over the collection). A term's weight is fixed: English
+  stopwords weigh nothing, other terms weigh a little more the longer they
+  are. Length normalisation uses a fixed average document length. So
+  splitting passages across batches, reordering them or deduplicating them
+  can never change a score - exactly what the client's batching relies on.
+* The result looks like a logit: a passage sharing no content word with the
+  query scores :data:`NO_MATCH_LOGIT` (clearly negative), a good match scores
+  positive, and an empty passage scores :data:`EMPTY_PASSAGE_LOGIT`, the
+  lowest value there is.
+
+Everything here is a pure function of its arguments.
+
+Example:
+    >>> query = prepare_query("GPU memory bandwidth")
+    >>> score_prepared(query, "H100 has 3 TB/s of memory bandwidth per GPU") > 0
+    True
+    >>> score_prepared(query, "A recipe for lemon cake")
+    -5.0
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+
+__all__ = [
+    "AVG_DOC_LEN",
+    "EMPTY_PASSAGE_LOGIT",
+    "K1",
+    "LOGIT_SCALE",
+    "NO_MATCH_LOGIT",
+    "STOPWORDS",
+    "B",
+    "PreparedQuery",
+    "prepare_query",
+    "score",
+    "score_passages",
+    "score_prepared",
+    "sigmoid",
+    "stem",
+    "term_weight",
+    "tokenize",
+]
+
+K1 = 1.2
+"""BM25 term-frequency saturation: the 2nd occurrence helps, the 10th barely."""
+
+B = 0.75
+"""BM25 length normalisation strength (0 = none, 1 = full)."""
+
+AVG_DOC_LEN = 60.0
+"""Fixed average passage length in tokens; a collection statistic would make
+a score depend on the other passages of the request."""
+
+NO_MATCH_LOGIT = -5.0
+"""Logit of a non-empty passage sharing no content term with the query."""
+
+LOGIT_SCALE = 8.0
+"""Logit gained by covering every query term once in an average-length passage."""
+
+EMPTY_PASSAGE_LOGIT = -10.0
+"""Logit of a passage with no word at all; finite so JSON can carry it."""
+
+# Written for this project: function words that carry no topical signal
+# (plus the fragments \w+ leaves of contractions: "don't" -> "don", "t").
+_STOPWORD_TEXT = """
+    a about above after again against all also am an and any are as at be because been
+    before being below between both but by can could did do does doing don down during
+    each few for from further had has have having he her here hers herself him himself
+    his how i if in into is it its itself just let me more most my myself no nor not of
+    off on once only or other our ours ourselves out over own same she should so some
+    such than that the their theirs them themselves then there these they this those
+    through to too under until up upon very was we were what when where which while who
+    whom why will with would you your yours yourself yourselves s t d ll m re ve
+"""
+STOPWORDS: frozenset[str] = frozenset(_STOPWORD_TEXT.split())
+
+_WORD = re.compile(r"\w+")
+
+
+@lru_cache(maxsize=1 << 16)
+def stem(token: str) -> str:
+    """Reduce a lowercase token to a crude stem by stripping plural endings.
+
+    Deliberately light: it only folds plurals (``gpus`` -> ``gpu``,
+    ``memories`` -> ``memory``, ``boxes`` -> ``box``) and leaves words such as
+    ``bus``, ``status``, ``analysis`` or ``class`` alone. Both the query and
+    the passage go through it, so an imperfect stem still matches itself.
+    """
+    if len(token) <= 3 or not token.endswith("s") or token in STOPWORDS:
+        return token  # stopwords stay whole so "does" is not mistaken for "doe"
+    if token.endswith("ies") and len(token) > 4:
+        return token[:-3] + "y"
+    if token.endswith(("sses", "xes", "ches", "shes", "zes")):
+        return token[:-2]
+    if token.endswith(("ss", "is")) or (token.endswith("us") and len(token) > 4):
+        # "class", "analysis", "status", "virus" are singular; four-letter
+        # "-us" words are mostly acronym plurals ("gpus", "cpus", "tpus").
+        return token
+    return token[:-1]
+
+
+def tokenize(text: str) -> list[str]:
+    """Split ``text`` into stemmed, case-folded unicode word tokens."""
+    return [stem(token) for token in _WORD.findall(text.casefold())]
+
+
+def term_weight(term: str) -> float:
+    """Fixed weight of a stemmed query term; 0 for stopwords.
+
+    Longer words tend to be more specific, so weight grows mildly with length
+    (0.7 for two letters, 1.0 for four, capped at 1.6). Tokens mixing letters
+    and digits (``h100``, ``a100``, ``900gb``) are usually product or model
+    names and get a 25% bonus.
+    """
+    if term in STOPWORDS:
+        return 0.0
+    weight = min(max(0.4 + 0.15 * len(term), 0.7), 1.6)
+    if any(ch.isdigit() for ch in term) and not term.isdigit():
+        weight *= 1.25
+    return weight
+
+
+@dataclass(frozen=True)
+class PreparedQuery:
+    """A query reduced to its weighted terms, computed once per request.
+
+    Attributes:
+        terms: stemmed term -> weight; only terms that can contribute.
+        total_weight: sum of the weights, the normaliser of a passage's score.
+    """
+
+    terms: Mapping[str, float]
+    total_weight: float
+
+
+def prepare_query(query: str) -> PreparedQuery:
+    """Extract the weighted terms of ``query``.
+
+    Repeated query words count once. A query made only of stopwords
+    ("what is it") falls back to weighting every word 1, so it still
+    separates passages instead of scoring them all alike.
+    """
+    unique = dict.fromkeys(tokenize(query))
+    terms = {term: term_weight(term) for term in unique}
+    terms = {term: weight for term, weight in terms.items() if weight > 0.0}
+    if not terms:
+        terms = dict.fromkeys(unique, 1.0)
+    return PreparedQuery(terms=terms, total_weight=sum(terms.values()))
+
+
+def score_prepared(query: PreparedQuery, passage: str) -> float:
+    """Logit-like relevance of ``passage`` to an already prepared query.
+
+    ``LOGIT_SCALE * coverage + NO_MATCH_LOGIT``, where coverage is the
+    weighted BM25 term saturation of the query terms divided by the query's
+    total weight (1.0 when each term occurs once in a passage of average
+    length, at most ``K1 + 1``).
+    """
+    tokens = _WORD.findall(passage.casefold())
+    if not tokens:
+        return EMPTY_PASSAGE_LOGIT
+    if not query.terms:
+        return NO_MATCH_LOGIT
+    terms = query.terms
+    # Count surface forms first (C speed), then stem each distinct form once.
+    frequencies: dict[str, int] = {}
+    for token, count in Counter(tokens).items():
+        term = stem(token)
+        if term in terms:
+            frequencies[term] = frequencies.get(term, 0) + count
+    if not frequencies:
+        return NO_MATCH_LOGIT
+    length_norm = K1 * (1.0 - B + B * len(tokens) / AVG_DOC_LEN)
+    gained = 0.0
+    for term, tf in frequencies.items():
+        gained += terms[term] * tf * (K1 + 1.0) / (tf + length_norm)
+    return LOGIT_SCALE * gained / query.total_weight + NO_MATCH_LOGIT
+
+
+def score(query: str, passage: str) -> float:
+    """Logit-like relevance of one (query, passage) pair.
+
+    Example:
+        >>> score("memory bandwidth", "3 TB/s of memory bandwidth") > 0
+        True
+    """
+    return score_prepared(prepare_query(query), passage)
+
+
+def score_passages(query: str, passages: Iterable[str]) -> list[float]:
+    """Score each passage against ``query``; the query is prepared once.
+
+    ``score_passages(q, ps)[i] == score(q, ps[i])`` always holds: a passage's
+    score does not depend on its neighbours.
+    """
+    prepared = prepare_query(query)
+    return [score_prepared(prepared, passage) for passage in passages]
+
+
+def sigmoid(logit: float) -> float:
+    """Map a logit to (0, 1) the way Cohere/Jina-style relevance scores look.
+
+    Written to stay finite for any float input (no overflow in ``exp``).
+    """
+    if logit >= 0.0:
+        return 1.0 / (1.0 + math.exp(-logit))
+    odds = math.exp(logit)
+    return odds / (1.0 + odds)

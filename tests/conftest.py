@@ -1,0 +1,65 @@
+"""Fixtures shared by the whole suite: a live embedded server, instant retries."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from nimrank import RetryPolicy
+from nimrank.server import RankingServer
+
+
+@pytest.fixture
+def ranking_server() -> Iterator[RankingServer]:
+    """The embedded NIM-compatible server on a free loopback port, stopped afterwards."""
+    with RankingServer() as server:
+        yield server
+
+
+@pytest.fixture
+def fast_retries() -> RetryPolicy:
+    """A retry policy that never sleeps, so retry tests run instantly."""
+    return RetryPolicy(initial_delay=0, max_delay=0, max_retry_after=0)
+
+
+# -- the fault server, and one suite for both clients (tests/faultserver.py) --------
+# Appended below the shared fixtures; the imports stay here, beside their only users.
+
+from collections.abc import AsyncIterator, Callable  # noqa: E402
+
+import faultserver  # noqa: E402
+
+
+@pytest.fixture
+def fault_server() -> Iterator[faultserver.FaultServer]:
+    """A started fault server: honest until a test scripts faults with ``add_rule``."""
+    with faultserver.FaultServer() as server:
+        yield server
+
+
+@pytest.fixture(params=["sync", "async"])
+def client_kind(request: pytest.FixtureRequest) -> str:
+    """Runs the test once with ``RankingClient`` and once with ``AsyncRankingClient``."""
+    return str(request.param)
+
+
+@pytest.fixture(params=["nim", "cohere"])
+def wire_protocol(request: pytest.FixtureRequest) -> str:
+    """Runs the test once per wire protocol, NIM ``/ranking`` and Cohere ``/rerank``."""
+    return str(request.param)
+
+
+@pytest.fixture
+async def make_client(client_kind: str) -> AsyncIterator[Callable[..., faultserver.EitherClient]]:
+    """Build clients of the test's kind (``EitherClient``); all are closed afterwards."""
+    made: list[faultserver.EitherClient] = []
+
+    def make(**options: object) -> faultserver.EitherClient:
+        client = faultserver.EitherClient(client_kind, **options)
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        await client.close()

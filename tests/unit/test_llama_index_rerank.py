@@ -1,0 +1,559 @@
+"""NIMRerank, the LlamaIndex postprocessor: construction, mapping, events, failures.
+
+Requests go to the embedded server on loopback (the ``ranking_server`` fixture)
+or, where a test proves that no request is made, to a port nobody listens on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import math
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from llama_index.core.instrumentation import get_dispatcher  # type: ignore[attr-defined]
+from llama_index.core.instrumentation.event_handlers import BaseEventHandler
+from llama_index.core.instrumentation.events import BaseEvent
+from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
+from llama_index.core.instrumentation.span_handlers import SimpleSpanHandler
+from llama_index.core.postprocessor.types import BaseNodePostprocessor
+from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, TextNode
+
+import nimrank
+from llama_index.postprocessor.nimrank import NIMRerank
+from nimrank import (
+    AsyncRankingClient,
+    MissingAPIKeyError,
+    RankingClient,
+    RankingConnectionError,
+)
+from nimrank.server import RankingServer, score
+
+FAKE_KEY = "nvapi-fake-key-for-tests-0123456789"  # not a real key
+QUERY = "What is the GPU memory bandwidth of H100 SXM?"
+PASSAGES = [
+    "The Hopper GPU is paired with the Grace CPU using NVIDIA's ultra-fast chip-to-chip "
+    "interconnect, delivering 900GB/s of bandwidth.",
+    "A100 provides up to 20X higher performance over the prior generation.",
+    "Accelerated servers with H100 deliver 3 terabytes per second (TB/s) of memory "
+    "bandwidth per GPU.",
+    "Bananas are rich in potassium.",
+]
+
+
+def make_nodes(texts: list[str], **metadata: Any) -> list[NodeWithScore]:
+    """Retrieved nodes with falling retrieval scores 0.9, 0.8, ..."""
+    return [
+        NodeWithScore(node=TextNode(text=text, metadata=dict(metadata)), score=0.9 - i / 10)
+        for i, text in enumerate(texts)
+    ]
+
+
+@pytest.fixture
+def dead_url() -> str:
+    """A loopback base URL where nothing listens: any request fails to connect."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/v1"
+
+
+@pytest.fixture
+def reranker(ranking_server: RankingServer) -> Iterator[NIMRerank]:
+    rerank = NIMRerank(base_url=ranking_server.url)
+    yield rerank
+    rerank.close()
+
+
+class Recorder(BaseEventHandler):
+    """Keeps every instrumentation event it sees."""
+
+    events: list[BaseEvent] = []
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "Recorder"
+
+    def handle(self, event: BaseEvent, **kwargs: Any) -> None:
+        self.events.append(event)
+
+    def rerank_events(self) -> list[BaseEvent]:
+        return [e for e in self.events if isinstance(e, (ReRankStartEvent, ReRankEndEvent))]
+
+
+@pytest.fixture
+def recorder() -> Iterator[Recorder]:
+    root = get_dispatcher()
+    handler = Recorder(events=[])
+    root.add_event_handler(handler)
+    yield handler
+    root.event_handlers.remove(handler)
+
+
+@pytest.fixture
+def spans() -> Iterator[SimpleSpanHandler]:
+    root = get_dispatcher()
+    handler = SimpleSpanHandler()
+    root.add_span_handler(handler)
+    yield handler
+    root.span_handlers.remove(handler)
+
+
+# -- construction -------------------------------------------------------------------
+
+
+def test_takes_nvidia_rerank_parameters_so_switching_is_an_import_change() -> None:
+    rerank = NIMRerank(
+        model="nvidia/nv-rerankqa-mistral-4b-v3",
+        api_key=FAKE_KEY,
+        base_url="http://localhost:8000/v1",
+        top_n=3,
+        truncate="END",
+        max_batch_size=64,
+    )
+    assert (rerank.model, rerank.base_url, rerank.top_n) == (
+        "nvidia/nv-rerankqa-mistral-4b-v3",
+        "http://localhost:8000/v1",
+        3,
+    )
+    assert (rerank.truncate, rerank.max_batch_size) == ("END", 64)
+    assert isinstance(rerank, BaseNodePostprocessor)
+    rerank.close()
+
+
+def test_defaults_match_nvidia_rerank_where_it_has_one() -> None:
+    rerank = NIMRerank(base_url="http://localhost:8000/v1")
+    assert rerank.top_n == 5
+    assert rerank.truncate is None
+    assert rerank.model == nimrank.DEFAULT_MODEL
+    assert rerank.metadata_mode is MetadataMode.EMBED
+    assert rerank.on_error == "raise"
+    rerank.close()
+
+
+def test_nvidia_api_key_is_accepted_as_an_alias_of_api_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NVIDIA_API_KEY", raising=False)
+    monkeypatch.delenv("NVIDIA_NIM_API_KEY", raising=False)
+    NIMRerank(nvidia_api_key=FAKE_KEY).close()  # the hosted catalog: a key is required
+
+
+def test_hosted_catalog_without_a_key_fails_at_construction(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("NVIDIA_API_KEY", raising=False)
+    monkeypatch.delenv("NVIDIA_NIM_API_KEY", raising=False)
+    with pytest.raises(MissingAPIKeyError, match="needs an API key"):
+        NIMRerank()
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        ({"max_batch_size": 0}, ValueError, "max_batch_size"),
+        ({"max_batch_size": 513}, ValueError, "max_batch_size"),
+        ({"max_batch_size": "32"}, TypeError, "max_batch_size"),
+        ({"max_concurrency": True}, TypeError, "max_concurrency"),
+        ({"truncate": "START"}, ValueError, "truncate"),
+        ({"protocol": "grpc"}, ValueError, "protocol"),
+        ({"timeout": 0}, ValueError, "timeout"),
+        ({"max_retries": -1}, ValueError, "max_retries"),
+        ({"score_transform": "softmax"}, ValueError, "score_transform"),
+        ({"chunking": True}, ValueError, "max_passage_chars"),
+        ({"top_n": -1}, ValueError, "top_n"),
+        ({"top_n": "5"}, ValueError, "top_n"),
+        ({"score_threshold": math.nan}, ValueError, "score_threshold"),
+        ({"on_error": "ignore"}, ValueError, "on_error"),
+        ({"metadata_mode": "everything"}, ValueError, "metadata_mode"),
+        ({"keep_retrieval_score": "yes"}, ValueError, "keep_retrieval_score"),
+        ({"temperature": 0.1}, TypeError, "temperature"),
+    ],
+)
+def test_invalid_options_fail_at_construction(
+    options: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        NIMRerank(base_url="http://localhost:8000/v1", **options)
+
+
+def test_client_options_cannot_change_after_construction() -> None:
+    rerank = NIMRerank(base_url="http://localhost:8000/v1")
+    with pytest.raises(ValueError, match="frozen"):
+        rerank.base_url = "http://elsewhere:8000/v1"
+    with pytest.raises(ValueError, match="frozen"):
+        rerank.max_batch_size = 8
+    rerank.close()
+
+
+def test_per_call_options_can_change_and_are_validated() -> None:
+    rerank = NIMRerank(base_url="http://localhost:8000/v1")
+    rerank.top_n = None
+    rerank.on_error = "passthrough"
+    assert (rerank.top_n, rerank.on_error) == (None, "passthrough")
+    with pytest.raises(ValueError, match="top_n"):
+        rerank.top_n = -2
+    rerank.close()
+
+
+# -- serialization and the key ----------------------------------------------------------
+
+
+def test_class_name_is_nimrerank() -> None:
+    assert NIMRerank.class_name() == "NIMRerank"
+
+
+def test_the_key_never_shows_in_repr_or_serialized_forms() -> None:
+    rerank = NIMRerank(api_key=FAKE_KEY, base_url="http://localhost:8000/v1")
+    shown = [
+        repr(rerank),
+        str(rerank),
+        str(rerank.dict()),
+        str(rerank.model_dump()),
+        rerank.model_dump_json(),
+        rerank.to_json(),
+        str(rerank.to_dict()),
+    ]
+    for text in shown:
+        assert FAKE_KEY not in text
+        assert "nvapi-fake" not in text
+    rerank.close()
+
+
+def test_the_key_never_shows_in_the_passthrough_warning(
+    dead_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    rerank = NIMRerank(api_key=FAKE_KEY, base_url=dead_url, max_retries=0, on_error="passthrough")
+    with caplog.at_level(logging.DEBUG):
+        rerank.postprocess_nodes(make_nodes(PASSAGES), query_str=QUERY)
+    assert "ranking failed" in caplog.text
+    assert FAKE_KEY not in caplog.text
+    rerank.close()
+
+
+def test_to_dict_round_trips_with_the_key_passed_again(ranking_server: RankingServer) -> None:
+    original = NIMRerank(
+        api_key=FAKE_KEY, base_url=ranking_server.url, top_n=2, keep_retrieval_score=True
+    )
+    data = original.to_dict()
+    assert data["class_name"] == "NIMRerank"
+    copy = NIMRerank.from_dict(data, api_key=FAKE_KEY)
+    assert copy.model_dump() == original.model_dump()
+    ranked = copy.postprocess_nodes(make_nodes(PASSAGES), query_str=QUERY)
+    assert len(ranked) == 2
+    assert ranking_server.requests[-1].authorization_is(f"Bearer {FAKE_KEY}")
+    original.close()
+    copy.close()
+
+
+# -- mapping in and out -----------------------------------------------------------------
+
+
+def test_nodes_come_back_best_first_with_the_servers_scores(reranker: NIMRerank) -> None:
+    nodes = make_nodes(PASSAGES)
+    ranked = reranker.postprocess_nodes(nodes, query_str=QUERY)
+    expected = sorted(PASSAGES, key=lambda text: -score(QUERY, text))
+    assert [item.node.get_content() for item in ranked] == expected
+    for item in ranked:
+        assert item.score == pytest.approx(score(QUERY, item.node.get_content()))
+    assert ranked[0].node is nodes[2].node  # the H100 passage, the very node retrieved
+
+
+def test_query_bundle_and_query_str_rank_alike(reranker: NIMRerank) -> None:
+    nodes = make_nodes(PASSAGES)
+    by_str = reranker.postprocess_nodes(nodes, query_str=QUERY)
+    by_bundle = reranker.postprocess_nodes(nodes, query_bundle=QueryBundle(QUERY))
+    assert [(n.node_id, n.score) for n in by_str] == [(n.node_id, n.score) for n in by_bundle]
+
+
+def test_top_n_cuts_the_ranking(ranking_server: RankingServer) -> None:
+    rerank = NIMRerank(base_url=ranking_server.url, top_n=2)
+    ranked = rerank.postprocess_nodes(make_nodes(PASSAGES), query_str=QUERY)
+    assert [item.node.get_content() for item in ranked] == sorted(
+        PASSAGES, key=lambda text: -score(QUERY, text)
+    )[:2]
+    rerank.close()
+
+
+def test_fewer_nodes_than_top_n_returns_all_of_them_ranked(reranker: NIMRerank) -> None:
+    nodes = make_nodes(PASSAGES[:3])
+    assert reranker.top_n == 5
+    ranked = reranker.postprocess_nodes(nodes, query_str=QUERY)
+    assert sorted(item.node_id for item in ranked) == sorted(item.node_id for item in nodes)
+    assert [item.score for item in ranked] == sorted((item.score for item in ranked), reverse=True)
+
+
+def test_top_n_none_returns_every_node(ranking_server: RankingServer) -> None:
+    rerank = NIMRerank(base_url=ranking_server.url, top_n=None)
+    texts = [f"passage {i} about memory" for i in range(12)]
+    ranked = rerank.postprocess_nodes(make_nodes(texts), query_str=QUERY)
+    assert len(ranked) == 12
+    rerank.close()
+
+
+def test_inputs_are_not_mutated_and_outputs_are_new_objects(reranker: NIMRerank) -> None:
+    reranker.keep_retrieval_score = True
+    nodes = make_nodes(PASSAGES, source="datasheet")
+    before = [item.model_dump() for item in nodes]
+    as_given = list(nodes)
+    ranked = reranker.postprocess_nodes(nodes, query_str=QUERY)
+    assert nodes == as_given
+    assert [item.model_dump() for item in nodes] == before
+    assert all(out is not original for out in ranked for original in nodes)
+
+
+def test_keep_retrieval_score_puts_the_retrievers_score_in_metadata(reranker: NIMRerank) -> None:
+    reranker.keep_retrieval_score = True
+    nodes = make_nodes(PASSAGES, source="datasheet")
+    retrieval = {item.node_id: item.score for item in nodes}
+    ranked = reranker.postprocess_nodes(nodes, query_str=QUERY)
+    for item in ranked:
+        assert item.node.metadata["retrieval_score"] == retrieval[item.node_id]
+        assert item.node.metadata["source"] == "datasheet"
+        assert item.score != retrieval[item.node_id]
+        # the number stays out of the text later embeddings, rerankers and LLMs see
+        assert "retrieval_score" not in item.node.get_content(metadata_mode=MetadataMode.EMBED)
+        assert "retrieval_score" not in item.node.get_content(metadata_mode=MetadataMode.LLM)
+    assert all("retrieval_score" not in item.node.metadata for item in nodes)
+
+
+def test_without_keep_retrieval_score_metadata_is_left_alone(reranker: NIMRerank) -> None:
+    ranked = reranker.postprocess_nodes(make_nodes(PASSAGES), query_str=QUERY)
+    assert all("retrieval_score" not in item.node.metadata for item in ranked)
+
+
+def test_the_ranked_text_includes_embed_metadata_by_default(
+    reranker: NIMRerank, ranking_server: RankingServer
+) -> None:
+    node = TextNode(
+        text="3 TB/s per GPU.",
+        metadata={"product": "H100 SXM", "file_path": "/data/h100.pdf"},
+        excluded_embed_metadata_keys=["file_path"],
+    )
+    reranker.postprocess_nodes([NodeWithScore(node=node, score=0.5)], query_str=QUERY)
+    sent = ranking_server.requests[-1].body["passages"][0]["text"]
+    assert "product: H100 SXM" in sent
+    assert "3 TB/s per GPU." in sent
+    assert "/data/h100.pdf" not in sent
+
+
+def test_metadata_mode_chooses_the_ranked_text(ranking_server: RankingServer) -> None:
+    rerank = NIMRerank(base_url=ranking_server.url, metadata_mode=MetadataMode.NONE)
+    node = TextNode(text="3 TB/s per GPU.", metadata={"product": "H100 SXM"})
+    rerank.postprocess_nodes([NodeWithScore(node=node)], query_str=QUERY)
+    assert ranking_server.requests[-1].body["passages"] == [{"text": "3 TB/s per GPU."}]
+    rerank.close()
+
+
+def test_duplicate_nodes_are_scored_once_and_all_returned(
+    reranker: NIMRerank, ranking_server: RankingServer
+) -> None:
+    nodes = make_nodes([PASSAGES[2], PASSAGES[0], PASSAGES[2]])
+    ranked = reranker.postprocess_nodes(nodes, query_str=QUERY)
+    sent = [p["text"] for p in ranking_server.requests[-1].body["passages"]]
+    assert sent.count(PASSAGES[2]) == 1
+    assert sorted(item.node_id for item in ranked) == sorted(item.node_id for item in nodes)
+    assert ranked[0].score == ranked[1].score
+    assert {ranked[0].node_id, ranked[1].node_id} == {nodes[0].node_id, nodes[2].node_id}
+
+
+def test_more_nodes_than_max_batch_size_are_ranked_in_batches(
+    ranking_server: RankingServer,
+) -> None:
+    rerank = NIMRerank(base_url=ranking_server.url, max_batch_size=4, top_n=None)
+    texts = [f"{i} " + PASSAGES[i % len(PASSAGES)] for i in range(10)]
+    nodes = make_nodes(texts)
+    ranked = rerank.postprocess_nodes(nodes, query_str=QUERY)
+    batches = [len(r.body["passages"]) for r in ranking_server.requests]
+    assert sorted(batches) == [2, 4, 4]
+    assert sorted(item.node_id for item in ranked) == sorted(item.node_id for item in nodes)
+    rerank.close()
+
+
+def test_score_options_reach_the_client(ranking_server: RankingServer) -> None:
+    rerank = NIMRerank(
+        base_url=ranking_server.url, score_transform="sigmoid", score_threshold=0.5, top_n=None
+    )
+    ranked = rerank.postprocess_nodes(make_nodes(PASSAGES), query_str=QUERY)
+    assert ranked
+    assert all(0.5 <= (item.score or 0.0) <= 1.0 for item in ranked)
+    assert len(ranked) < len(PASSAGES)  # the banana scores below the threshold
+    rerank.close()
+
+
+def test_both_calls_reuse_one_client_and_its_connection(
+    reranker: NIMRerank, ranking_server: RankingServer
+) -> None:
+    for _ in range(3):
+        reranker.postprocess_nodes(make_nodes(PASSAGES), query_str=QUERY)
+    peers = {request.peer for request in ranking_server.requests}
+    assert len(ranking_server.requests) == 3
+    assert len(peers) == 1
+
+
+# -- async ------------------------------------------------------------------------------
+
+
+async def test_apostprocess_awaits_the_async_client_and_never_the_sync_one(
+    reranker: NIMRerank, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loop_thread = threading.get_ident()
+    calls: list[int] = []
+    real_rank = AsyncRankingClient.rank
+
+    async def spy(self: AsyncRankingClient, *args: Any, **kwargs: Any) -> Any:
+        calls.append(threading.get_ident())
+        return await real_rank(self, *args, **kwargs)
+
+    def forbidden(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the sync client was used from apostprocess_nodes")
+
+    monkeypatch.setattr(AsyncRankingClient, "rank", spy)
+    monkeypatch.setattr(RankingClient, "rank", forbidden)
+    ranked = await reranker.apostprocess_nodes(make_nodes(PASSAGES), query_str=QUERY)
+    assert calls == [loop_thread]
+    assert ranked[0].node.get_content() == PASSAGES[2]
+    await reranker.aclose()
+
+
+async def test_async_and_sync_give_the_same_ranking(reranker: NIMRerank) -> None:
+    nodes = make_nodes(PASSAGES)
+    in_async = await reranker.apostprocess_nodes(nodes, query_str=QUERY)
+    in_sync = reranker.postprocess_nodes(nodes, query_str=QUERY)
+    assert [(n.node_id, n.score) for n in in_async] == [(n.node_id, n.score) for n in in_sync]
+    await reranker.aclose()
+
+
+async def test_async_calls_reuse_one_connection(
+    reranker: NIMRerank, ranking_server: RankingServer
+) -> None:
+    for _ in range(3):
+        await reranker.apostprocess_nodes(make_nodes(PASSAGES), query_str=QUERY)
+    assert len({request.peer for request in ranking_server.requests}) == 1
+    await reranker.aclose()
+
+
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+def test_a_second_event_loop_gets_a_working_client(reranker: NIMRerank) -> None:
+    # asyncio.run twice without aclose: the first loop's connections die with
+    # it (httpx warns about them), and the second loop must not reuse them.
+    for _ in range(2):
+        ranked = asyncio.run(reranker.apostprocess_nodes(make_nodes(PASSAGES), query_str=QUERY))
+        assert ranked[0].node.get_content() == PASSAGES[2]
+    asyncio.run(reranker.aclose())
+    gc.collect()  # the first loop's client goes now, while its warning is ignored
+
+
+# -- edge cases -------------------------------------------------------------------------
+
+
+async def test_no_nodes_gives_an_empty_list_without_a_request(dead_url: str) -> None:
+    rerank = NIMRerank(base_url=dead_url, max_retries=0)
+    assert rerank.postprocess_nodes([], query_str=QUERY) == []
+    assert await rerank.apostprocess_nodes([], query_str=QUERY) == []
+    await rerank.aclose()
+
+
+async def test_top_n_zero_gives_an_empty_list_without_a_request(dead_url: str) -> None:
+    rerank = NIMRerank(base_url=dead_url, max_retries=0, top_n=0)
+    assert rerank.postprocess_nodes(make_nodes(PASSAGES), query_str=QUERY) == []
+    assert await rerank.apostprocess_nodes(make_nodes(PASSAGES), query_str=QUERY) == []
+    await rerank.aclose()
+
+
+async def test_no_query_is_a_value_error_that_says_so(dead_url: str) -> None:
+    rerank = NIMRerank(base_url=dead_url, max_retries=0)
+    with pytest.raises(ValueError, match="needs a query"):
+        rerank.postprocess_nodes(make_nodes(PASSAGES))
+    with pytest.raises(ValueError, match="needs a query"):
+        await rerank.apostprocess_nodes(make_nodes(PASSAGES))
+    with pytest.raises(ValueError, match="query is empty"):
+        rerank.postprocess_nodes(make_nodes(PASSAGES), query_str="   ")
+    await rerank.aclose()
+
+
+# -- failures ---------------------------------------------------------------------------
+
+
+async def test_a_ranking_error_propagates_typed_by_default(dead_url: str) -> None:
+    rerank = NIMRerank(base_url=dead_url, max_retries=0)
+    with pytest.raises(RankingConnectionError):
+        rerank.postprocess_nodes(make_nodes(PASSAGES), query_str=QUERY)
+    with pytest.raises(RankingConnectionError):
+        await rerank.apostprocess_nodes(make_nodes(PASSAGES), query_str=QUERY)
+    await rerank.aclose()
+
+
+async def test_passthrough_returns_the_first_top_n_in_retrieval_order(dead_url: str) -> None:
+    rerank = NIMRerank(base_url=dead_url, max_retries=0, top_n=2, on_error="passthrough")
+    nodes = make_nodes(PASSAGES)
+    for ranked in (
+        rerank.postprocess_nodes(nodes, query_str=QUERY),
+        await rerank.apostprocess_nodes(nodes, query_str=QUERY),
+    ):
+        assert [item.node_id for item in ranked] == [item.node_id for item in nodes[:2]]
+        assert [item.score for item in ranked] == [item.score for item in nodes[:2]]
+        assert all(out is not original for out, original in zip(ranked, nodes))
+    await rerank.aclose()
+
+
+def test_passthrough_with_top_n_none_loses_no_node(dead_url: str) -> None:
+    rerank = NIMRerank(base_url=dead_url, max_retries=0, top_n=None, on_error="passthrough")
+    nodes = make_nodes(PASSAGES)
+    ranked = rerank.postprocess_nodes(nodes, query_str=QUERY)
+    assert [item.node_id for item in ranked] == [item.node_id for item in nodes]
+    rerank.close()
+
+
+def test_passthrough_does_not_hide_a_missing_query(dead_url: str) -> None:
+    rerank = NIMRerank(base_url=dead_url, on_error="passthrough")
+    with pytest.raises(ValueError, match="needs a query"):
+        rerank.postprocess_nodes(make_nodes(PASSAGES))
+    rerank.close()
+
+
+# -- instrumentation --------------------------------------------------------------------
+
+
+def test_start_and_end_events_carry_the_query_and_the_reranked_nodes(
+    reranker: NIMRerank, recorder: Recorder
+) -> None:
+    nodes = make_nodes(PASSAGES)
+    ranked = reranker.postprocess_nodes(nodes, query_str=QUERY)
+    start, end = recorder.rerank_events()
+    assert isinstance(start, ReRankStartEvent)
+    assert isinstance(end, ReRankEndEvent)
+    assert isinstance(start.query, QueryBundle)
+    assert start.query.query_str == QUERY
+    assert (start.top_n, start.model_name) == (5, reranker.model)
+    assert [n.node_id for n in start.nodes] == [n.node_id for n in nodes]
+    assert [(n.node_id, n.score) for n in end.nodes] == [(n.node_id, n.score) for n in ranked]
+
+
+async def test_every_start_event_has_an_end_event(dead_url: str, recorder: Recorder) -> None:
+    rerank = NIMRerank(base_url=dead_url, max_retries=0)
+    rerank.postprocess_nodes([], query_str=QUERY)
+    await rerank.apostprocess_nodes([], query_str=QUERY)
+    with pytest.raises(RankingConnectionError):
+        rerank.postprocess_nodes(make_nodes(PASSAGES), query_str=QUERY)
+    with pytest.raises(RankingConnectionError):
+        await rerank.apostprocess_nodes(make_nodes(PASSAGES), query_str=QUERY)
+    kinds = [type(event) for event in recorder.rerank_events()]
+    assert kinds == [ReRankStartEvent, ReRankEndEvent] * 4
+    await rerank.aclose()
+
+
+async def test_the_events_sit_inside_a_span_around_the_call(
+    reranker: NIMRerank, recorder: Recorder, spans: SimpleSpanHandler
+) -> None:
+    reranker.postprocess_nodes(make_nodes(PASSAGES), query_str=QUERY)
+    await reranker.apostprocess_nodes(make_nodes(PASSAGES), query_str=QUERY)
+    span_ids = [span.id_ for span in spans.completed_spans]
+    sync_span = next(s for s in span_ids if s.startswith("NIMRerank._postprocess_nodes-"))
+    async_span = next(s for s in span_ids if s.startswith("NIMRerank._apostprocess_nodes-"))
+    events = recorder.rerank_events()
+    assert [event.span_id for event in events] == [sync_span] * 2 + [async_span] * 2
+    await reranker.aclose()
