@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# No telemetry from Haystack in tests, demos or benchmarks.
+export HAYSTACK_TELEMETRY_ENABLED := False
 
 .PHONY: demo test lint bench soak interop clean
 

@@ -1,13 +1,20 @@
-"""Fixtures shared by the whole suite: a live embedded server, instant retries."""
+"""Fixtures shared by the whole suite: the embedded server, the fault server,
+instant retries, and clients of either kind (sync/async) for either protocol."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 
+import faultserver
 from nimrank import RetryPolicy
 from nimrank.server import RankingServer
+
+# Haystack reads this when it is first imported (never by this file): no
+# telemetry from tests, whichever test module imports it first.
+os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "False")
 
 
 @pytest.fixture
@@ -24,11 +31,6 @@ def fast_retries() -> RetryPolicy:
 
 
 # -- the fault server, and one suite for both clients (tests/faultserver.py) --------
-# Appended below the shared fixtures; the imports stay here, beside their only users.
-
-from collections.abc import AsyncIterator, Callable  # noqa: E402
-
-import faultserver  # noqa: E402
 
 
 @pytest.fixture

@@ -1,22 +1,37 @@
 """The ``nimrank`` command line.
 
 One argparse subcommand per task; each registers its arguments and a
-handler returning the exit code, so ``rank`` and ``models`` can be added
-next to ``serve`` without touching the rest::
+handler returning the exit code::
 
     nimrank serve --port 8000 --latency-ms 20 --per-passage-ms 0.5
+    nimrank rank --query "H100 memory bandwidth" --input passages.jsonl --top-n 5 \\
+        --base-url http://127.0.0.1:8000/v1
+    nimrank models --base-url http://127.0.0.1:8000/v1
+
+``rank`` writes one JSON object per line to stdout, best first:
+``{"index": 3, "score": 5.1, "text": "..."}``. Errors go to stderr as one
+line, without a traceback, and the exit code says what kind they were
+(:data:`EXIT_CODES`).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import os
 import sys
-from collections.abc import Callable, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Final, TextIO
 
+from nimrank import errors
 from nimrank.server import DEFAULT_MODEL_ID, serve
 
-__all__ = ["build_parser", "main"]
+__all__ = ["EXIT_CODES", "build_parser", "main"]
 
 _Handler = Callable[[argparse.Namespace], int]
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import logging
 import os
+import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
 
+import certifi
 import httpx
 
 from . import errors
@@ -161,9 +164,10 @@ class _BaseClient:
             model=model,
             endpoint=wire.endpoint,
             full_url_markers=wire.full_url_markers,
+            hosted_catalog=protocol == "nim",
         )
         self.base_url = base_url
-        key = _resolve_api_key(api_key, protocol, self.endpoints)
+        key = self._key = _resolve_api_key(api_key, protocol, self.endpoints)
         self._headers = {
             "Accept": "application/json",
             "User-Agent": f"nimrank/{__version__}",
@@ -192,6 +196,7 @@ class _BaseClient:
 
     def _httpx_options(self) -> dict[str, Any]:
         return {
+            "verify": _default_ssl_context(),
             "headers": self._headers,
             # No pool timeout: a request waiting for a free connection is queued
             # work, not a slow server.
@@ -282,8 +287,12 @@ class _BaseClient:
     # -- failures and retries ------------------------------------------------
 
     def _polling_url(self, response: httpx.Response) -> str | None:
-        """For a hosted ``202 Accepted``, where to ask for the result."""
-        if response.status_code != 202:
+        """For a hosted ``202 Accepted``, where to ask for the result.
+
+        Only NVIDIA's hosted catalog defers work this way; polling anything else
+        would send the key to NVCF on a stranger's say-so.
+        """
+        if response.status_code != 202 or not self.endpoints.hosted:
             return None
         request_id = response.headers.get("NVCF-REQID")
         return nvcf_status_url(request_id) if request_id else None
@@ -304,6 +313,9 @@ class _BaseClient:
         if 200 <= status < 300:
             return None
         message = server_message(response.text)
+        if self._key and self._key in message:
+            # A server that echoes the request's headers must not leak the key.
+            message = message.replace(self._key, "***")
         error_class, hint = _classify(status)
         reason = response.reason_phrase or "error"
         error = error_class(
@@ -383,8 +395,8 @@ class RankingClient(_BaseClient):
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self._http = httpx.Client(**self._httpx_options())
-        self._pool: ThreadPoolExecutor | None = None
-        self._pool_lock = threading.Lock()
+        self._workers: ThreadPoolExecutor | None = None
+        self._workers_lock = threading.Lock()
 
     def rank(
         self,
@@ -469,19 +481,19 @@ class RankingClient(_BaseClient):
             time.sleep(wait)
 
     def _executor(self) -> ThreadPoolExecutor:
-        with self._pool_lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(
+        with self._workers_lock:
+            if self._workers is None:
+                self._workers = ThreadPoolExecutor(
                     max_workers=self.max_concurrency, thread_name_prefix="nimrank"
                 )
-            return self._pool
+            return self._workers
 
     def close(self) -> None:
         """Close the connection pool and the worker threads."""
-        with self._pool_lock:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True)
-                self._pool = None
+        with self._workers_lock:
+            if self._workers is not None:
+                self._workers.shutdown(wait=True)
+                self._workers = None
         self._http.close()
 
     def __enter__(self) -> RankingClient:
@@ -513,7 +525,12 @@ class AsyncRankingClient(_BaseClient):
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
-        self._http = httpx.AsyncClient(**self._httpx_options())
+        # An httpx connection belongs to the event loop that opened it. Most
+        # programs run one loop, so this holds one pool; a script that calls
+        # asyncio.run() twice, or threads with loops of their own, get one each
+        # instead of "Event loop is closed".
+        self._pools: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
+        self._pools_lock = threading.Lock()
 
     async def rank(
         self,
@@ -551,13 +568,14 @@ class AsyncRankingClient(_BaseClient):
         attempt = 0
         while True:
             try:
-                response = await self._http.request(request.method, request.url, json=request.body)
+                http = self._pool()
+                response = await http.request(request.method, request.url, json=request.body)
                 deadline = time.monotonic() + self.timeout
                 while (poll_url := self._polling_url(response)) is not None:
                     if time.monotonic() > deadline:
                         raise self._poll_timeout(request).error
                     await asyncio.sleep(_POLL_INTERVAL)
-                    response = await self._http.get(poll_url)
+                    response = await http.get(poll_url)
                 failure = self._failure_for_status(request, response)
             except httpx.HTTPError as exc:
                 failure = self._failure_for_exception(request, exc)
@@ -569,9 +587,27 @@ class AsyncRankingClient(_BaseClient):
                 raise failure.error
             await asyncio.sleep(wait)
 
+    def _pool(self) -> httpx.AsyncClient:
+        """The connection pool of the running event loop, made on first use."""
+        loop = asyncio.get_running_loop()
+        with self._pools_lock:
+            pool = self._pools.get(loop)
+            if pool is None:
+                # Pools of loops that have ended are dead: their sockets went
+                # with the loop, and keeping them would keep the loop alive.
+                for ended in [other for other in self._pools if other.is_closed()]:
+                    del self._pools[ended]
+                pool = self._pools[loop] = httpx.AsyncClient(**self._httpx_options())
+            return pool
+
     async def aclose(self) -> None:
-        """Close the connection pool."""
-        await self._http.aclose()
+        """Close the connection pool of the running event loop (and forget ended ones)."""
+        loop = asyncio.get_running_loop()
+        with self._pools_lock:
+            pool = self._pools.pop(loop, None)
+            self._pools = {other: p for other, p in self._pools.items() if not other.is_closed()}
+        if pool is not None:
+            await pool.aclose()
 
     async def __aenter__(self) -> AsyncRankingClient:
         return self
@@ -598,6 +634,13 @@ async def _gather_or_cancel(coroutines: list[Any]) -> list[Any]:
 
 
 # -- helpers -------------------------------------------------------------------
+
+
+@functools.cache
+def _default_ssl_context() -> ssl.SSLContext:
+    # Loading the CA bundle takes tens of milliseconds; without sharing it every
+    # client (and every adapter that builds one) pays that again.
+    return ssl.create_default_context(cafile=certifi.where())
 
 
 def _passage_options(

@@ -6,6 +6,8 @@ Pure functions, no I/O. The rules, once:
   to the per-model URL ``https://ai.api.nvidia.com/v1/retrieval/<org>/<slug>/reranking``
   (the slug is the model name with ``.`` replaced by ``_``); models are listed
   at ``https://integrate.api.nvidia.com/v1/models``.
+* A base URL on NVIDIA's hosted API (``https://integrate.api.nvidia.com/v1``, the
+  default of NVIDIA's own integrations) means the hosted catalog as well.
 * A full endpoint URL (its path ends in the protocol's endpoint, e.g.
   ``/ranking``, ``/reranking``, ``/rerank``, or holds ``/retrieval/``) is used
   exactly as given.
@@ -82,6 +84,7 @@ def resolve_endpoints(
     model: str,
     endpoint: str,
     full_url_markers: tuple[str, ...],
+    hosted_catalog: bool = False,
 ) -> Endpoints:
     """Resolve the ranking and models URLs for a protocol.
 
@@ -91,6 +94,8 @@ def resolve_endpoints(
         endpoint: the protocol's path segment, ``"ranking"`` or ``"rerank"``.
         full_url_markers: path endings (or ``/infix/`` parts) that mark a URL
             as a complete endpoint to be used as given.
+        hosted_catalog: the protocol is NIM's, so a base URL on NVIDIA's
+            hosted API means the per-model hosted catalog URL.
     """
     if base_url is None:
         return Endpoints(hosted_ranking_url(model), HOSTED_MODELS_URL, hosted=True)
@@ -113,6 +118,11 @@ def resolve_endpoints(
             models_url = _with_path(parts, _version_root(path) + "/models")
         return Endpoints(ranking_url, models_url, hosted)
 
+    if hosted and hosted_catalog:
+        # NVIDIA's API base (https://integrate.api.nvidia.com/v1, the default of
+        # NVIDIA's own integrations) serves no /ranking: its rerankers live at
+        # their per-model URLs, so the base means "the hosted catalog".
+        return Endpoints(hosted_ranking_url(model), HOSTED_MODELS_URL, hosted=True)
     root = path if _VERSION_SEGMENT.search(path) else path + "/v1"
     return Endpoints(
         ranking_url=_with_path(parts, f"{root}/{endpoint}"),

@@ -212,10 +212,17 @@ def select(
 
     The order stays the one ``merge_rankings`` made: the transform is monotonic,
     and sorting on raw scores keeps apart logits that a sigmoid rounds together.
+    A passage that was never scored keeps ``-inf`` whatever the transform, so it
+    stays recognisable and no threshold lets it through.
     """
     out = list(ranking)
     if score_transform == "sigmoid":
-        out = [RankedPassage(index=p.index, score=sigmoid(p.score), text=p.text) for p in out]
+        out = [
+            RankedPassage(index=p.index, score=sigmoid(p.score), text=p.text)
+            if p.score != UNSCORED
+            else p
+            for p in out
+        ]
     if score_threshold is not None:
         out = [p for p in out if p.score >= score_threshold]
     return out if top_n is None else out[:top_n]

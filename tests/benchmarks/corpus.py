@@ -105,7 +105,9 @@ def make_corpus(size: int = 1000, seed: int = _SEED) -> Corpus:
     filler = _filler_words()
     # Every (count of each query word 0-3, passage length 50-70) combination,
     # in a seeded random order: the input order is unrelated to relevance.
-    combos = list(itertools.product(itertools.product(range(4), repeat=len(_QUERY_WORDS)), range(50, 71)))
+    combos = list(
+        itertools.product(itertools.product(range(4), repeat=len(_QUERY_WORDS)), range(50, 71))
+    )
     rng.shuffle(combos)
     passages: list[str] = []
     scores: list[float] = []

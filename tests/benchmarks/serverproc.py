@@ -11,8 +11,8 @@ Protocol, one JSON line per answer:
 
 * on start: ``{"url": "http://127.0.0.1:PORT/v1"}``
 * ``reset``: forget the request log and the in-flight peak -> ``{"ok": true}``
-* ``stats``: -> ``{"requests": N, "max_in_flight": N, "statuses": {...},
-  "passages": [per request]}``
+* ``stats``: -> ``{"requests": N, "max_in_flight": N, "statuses": [per
+  request], "passages": [per request], "seconds": [handling time per request]}``
 * ``quit`` or end of input: stop serving and exit.
 
 Run by ``run.py``; by hand: ``python tests/benchmarks/serverproc.py --latency-ms 50``.
@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections import Counter
 from typing import Any
 
 from nimrank.server import RankingServer, RecordedRequest
@@ -42,8 +41,9 @@ def _stats(server: RankingServer) -> dict[str, Any]:
     return {
         "requests": len(records),
         "max_in_flight": server.max_in_flight,
-        "statuses": dict(Counter(str(record.status) for record in records)),
+        "statuses": [record.status for record in records],
         "passages": [_passages(record) for record in records],
+        "seconds": [record.finished - record.started for record in records],
     }
 
 

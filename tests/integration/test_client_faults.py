@@ -9,6 +9,7 @@ and every error is checked not to mention it.
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -333,6 +334,8 @@ async def test_accepted_request_is_polled_until_its_result_is_ready(
     monkeypatch.setattr(nimrank.client, "nvcf_status_url", fault_server.status_url)
     fault_server.add_rule(fs.accepted(polls=2, request_id="req-42"), times=1)
     client = connect()
+    # Only the hosted catalog is polled: stand the fault server in for it.
+    client.client.endpoints = dataclasses.replace(client.client.endpoints, hosted=True)
 
     ranked = await client.rank(QUERY, PASSAGES)
 
@@ -346,3 +349,31 @@ async def test_accepted_request_is_polled_until_its_result_is_ready(
     ]
     # NVCF needs the key on the poll as well.
     assert all(r.authorization_is(f"Bearer {FAKE_KEY}") for r in log)
+
+
+async def test_accepted_answer_from_a_self_hosted_server_is_not_polled(
+    fault_server: FaultServer, connect: Callable[..., EitherClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Polling would send the key to NVCF because a server that is not NVIDIA's said so.
+    monkeypatch.setattr(nimrank.client, "nvcf_status_url", fault_server.status_url)
+    fault_server.add_rule(fs.accepted(polls=2, request_id="req-43"), times=1)
+    client = connect()
+
+    with pytest.raises(ResponseFormatError):
+        await client.rank(QUERY, PASSAGES)
+
+    assert [r.method for r in fault_server.requests] == ["POST"]
+
+
+async def test_a_key_echoed_in_an_error_body_is_masked(
+    fault_server: FaultServer, connect: Callable[..., EitherClient]
+) -> None:
+    fault_server.add_rule(fs.respond(400, {"detail": f"bad header: Bearer {FAKE_KEY}"}), times=1)
+    client = connect()
+
+    with pytest.raises(BadRequestError) as caught:
+        await client.rank(QUERY, PASSAGES)
+
+    assert FAKE_KEY not in str(caught.value)
+    assert FAKE_KEY not in caught.value.server_message
+    assert "Bearer ***" in str(caught.value)

@@ -280,6 +280,12 @@ def test_hosted_catalog_without_key_names_the_variable(
     assert error.url.startswith("https://")
 
 
+def test_nvidia_api_base_url_reaches_the_per_model_hosted_url() -> None:
+    with RankingClient(base_url="https://integrate.api.nvidia.com/v1", api_key=FAKE_KEY) as client:
+        assert client.endpoints.ranking_url == HOSTED_URL
+        assert client.endpoints.hosted
+
+
 def test_missing_key_error_suggests_a_self_hosted_base_url() -> None:
     with pytest.raises(MissingAPIKeyError, match="base_url="):
         RankingClient()

@@ -24,6 +24,7 @@ def resolve(base_url: str | None, protocol: WireProtocol, model: str = DEFAULT_M
         model=model,
         endpoint=protocol.endpoint,
         full_url_markers=protocol.full_url_markers,
+        hosted_catalog=protocol is NIM,
     )
 
 
@@ -273,12 +274,28 @@ def test_full_hosted_url_is_used_as_given_and_lists_hosted_models(url: str) -> N
 
 
 @pytest.mark.parametrize(
-    "base_url", ["https://ai.api.nvidia.com/v1", "https://integrate.api.nvidia.com/v1/"]
+    "base_url",
+    [
+        "https://integrate.api.nvidia.com/v1",
+        "https://integrate.api.nvidia.com/v1/",
+        "https://ai.api.nvidia.com/v1",
+        "https://ai.api.nvidia.com",
+    ],
 )
-def test_hosted_host_given_as_base_url_is_hosted(base_url: str) -> None:
-    endpoints = resolve(base_url, NIM)
-    assert endpoints.hosted
-    assert endpoints.models_url == HOSTED_MODELS_URL
+def test_nim_base_url_on_nvidias_api_means_the_hosted_catalog(base_url: str) -> None:
+    # NVIDIA's own integrations default to integrate.api.nvidia.com/v1, which
+    # serves no /ranking: the per-model URL is the one that answers.
+    assert resolve(base_url, NIM) == resolve(None, NIM)
+    assert resolve(base_url, NIM, model="baai/bge-reranker-v2-m3").ranking_url == (
+        f"{HOSTED}/baai/bge-reranker-v2-m3/reranking"
+    )
+
+
+def test_cohere_base_url_on_nvidias_api_is_hosted_but_not_rewritten() -> None:
+    endpoints = resolve("https://ai.api.nvidia.com/v1", COHERE)
+    assert endpoints == Endpoints(
+        "https://ai.api.nvidia.com/v1/rerank", HOSTED_MODELS_URL, hosted=True
+    )
 
 
 # -- hosted host detection ---------------------------------------------------

@@ -587,3 +587,17 @@ def test_sigmoid_keeps_the_order_of_logits_it_rounds_together() -> None:
 def test_raw_transform_leaves_scores_untouched() -> None:
     ranking = ranking_of([12.5, -7.25])
     assert select(ranking) == ranking
+
+
+@pytest.mark.parametrize("transform", ["raw", "sigmoid"])
+def test_blank_passages_stay_unscored_under_any_transform_and_no_threshold_keeps_them(
+    transform: str,
+) -> None:
+    plan = plan_batches(["gpu", "  ", "cpu"], 8)
+    ranking = merge_rankings(plan, [2.0, -30.0])
+
+    everything = select(ranking, score_transform=transform)
+    assert [(p.index, p.score) for p in everything][-1] == (1, -math.inf)
+
+    kept = select(ranking, score_transform=transform, score_threshold=0.0)
+    assert 1 not in [p.index for p in kept]

@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import signal
 import socket
 import socketserver
@@ -43,7 +44,7 @@ from nimrank.server.routes import (
     parse_json,
 )
 
-__all__ = ["RankingServer", "RecordedRequest", "serve"]
+__all__ = ["DISCONNECTED", "RankingServer", "RecordedRequest", "serve"]
 
 logger = logging.getLogger("nimrank.server")
 
@@ -58,6 +59,9 @@ theirs sooner, e.g. httpx after 5 s, so they never write into a closing one)."""
 # waits up to this long, while Ctrl-C interrupts the blocking CLI at once.
 _THREAD_POLL_SECONDS: Final = 0.01
 _BLOCKING_POLL_SECONDS: Final = 0.5
+DISCONNECTED: Final = 0
+"""Status recorded for a request whose connection was closed without a reply
+(see :meth:`RankingServer.inject_disconnect`)."""
 _SECRET_HEADERS: Final = frozenset(
     {"authorization", "proxy-authorization", "x-api-key", "api-key", "cookie"}
 )
@@ -81,7 +85,8 @@ class RecordedRequest:
         headers: header names lowercased; values of ``authorization``,
             ``x-api-key`` and similar replaced by ``***`` (scheme kept).
         body: the parsed JSON body, or None when absent or not JSON.
-        status: status code of the reply.
+        status: status code of the reply; ``DISCONNECTED`` (0) when the
+            connection was closed without one.
         peer: ``"host:port"`` of the client socket; two requests with the
             same peer came over one (kept-alive) connection.
         started: ``time.monotonic()`` when handling began.
@@ -112,9 +117,13 @@ class RecordedRequest:
 
 @dataclass
 class _Fault:
-    reply: Reply
+    """An injected misbehaviour: a canned reply, a late honest one, or a hang-up."""
+
+    reply: Reply | None  # None: answer honestly (after ``delay``)
     path: str | None
     remaining: int
+    delay: float = 0.0
+    disconnect: bool = False
 
 
 class _State:
@@ -127,8 +136,10 @@ class _State:
         log_requests: bool,
         log_size: int,
         log_stream: TextIO | None,
+        api_key: str | None = None,
     ) -> None:
         self.settings = settings
+        self.api_key = api_key
         self.log_requests = log_requests
         self.log_stream = log_stream
         self.lock = threading.Lock()
@@ -159,7 +170,7 @@ class _State:
             with contextlib.suppress(OSError, ValueError):
                 print(line, file=stream, flush=True)
 
-    def take_fault(self, method: str, path: str) -> Reply | None:
+    def take_fault(self, method: str, path: str) -> _Fault | None:
         """Consume the first injected fault matching this request, if any."""
         with self.lock:
             for fault in self.faults:
@@ -167,7 +178,7 @@ class _State:
                     fault.remaining -= 1
                     if fault.remaining <= 0:
                         self.faults.remove(fault)
-                    return fault.reply
+                    return fault
         return None
 
     def close_connections(self) -> None:
@@ -260,13 +271,24 @@ class _Handler(BaseHTTPRequestHandler):
                 reply = exc.reply
             else:
                 body = parse_json(raw) if method == "POST" else None
-                reply = state.take_fault(method, path) or dispatch(
-                    method, path, body, state.settings
-                )
+                fault = state.take_fault(method, path)
+                if fault is not None and fault.delay > 0:
+                    time.sleep(fault.delay)  # an injected slow reply
+                if fault is not None and fault.disconnect:
+                    # An injected hang-up: close without a byte, as a crashed
+                    # worker or a dropped proxy connection would.
+                    self.close_connection = True
+                    reply = Reply(DISCONNECTED, None)
+                elif fault is not None and fault.reply is not None:
+                    reply = fault.reply
+                else:
+                    reply = self._refuse_unauthorised(path) or dispatch(
+                        method, path, body, state.settings
+                    )
                 pause = state.settings.simulated_seconds(reply.passages) if reply.passages else 0
                 if pause > 0:
                     time.sleep(pause)  # simulated GPU time; other threads keep serving
-            data = self._encode(reply)
+            data = b"" if reply.status == DISCONNECTED else self._encode(reply)
         except OSError as exc:
             # The client stalled or vanished mid-body: a connection problem, not a bug.
             self.close_connection = True
@@ -295,7 +317,26 @@ class _Handler(BaseHTTPRequestHandler):
             )
         finally:
             state.leave(record, reply.passages)
-        self._send(reply, data, head_only=method == "HEAD")
+        if reply.status != DISCONNECTED:
+            self._send(reply, data, head_only=method == "HEAD")
+
+    def _refuse_unauthorised(self, path: str) -> Reply | None:
+        """A 401 when the server has a key and the request does not carry it.
+
+        Health probes stay open, as on a NIM container: orchestrators poll them
+        without credentials.
+        """
+        key = self._state.api_key
+        if key is None or path.startswith("/v1/health/"):
+            return None
+        sent = self.headers.get("Authorization", "")
+        if hmac.compare_digest(sent.encode(), f"Bearer {key}".encode()):
+            return None
+        problem = "missing API key" if not sent else "invalid API key"
+        reply = nim_error(
+            401, f"Authentication failed: {problem} (send Authorization: Bearer <key>)"
+        )
+        return Reply(reply.status, reply.body, {"WWW-Authenticate": "Bearer"})
 
     def _authorization_digest(self) -> str | None:
         value = self.headers.get("Authorization")
@@ -426,6 +467,9 @@ class RankingServer:
         log_requests: print one summary line per request.
         log_size: how many recent requests :attr:`requests` keeps (0: none).
         log_stream: where ``log_requests`` lines go (default ``sys.stderr``).
+        api_key: when set, every request but the health probes must carry
+            ``Authorization: Bearer <api_key>`` or gets a NIM-style 401, as the
+            hosted API does (a self-hosted NIM, the default, asks for none).
     """
 
     def __init__(
@@ -442,6 +486,7 @@ class RankingServer:
         log_requests: bool = False,
         log_size: int = 10_000,
         log_stream: TextIO | None = None,
+        api_key: str | None = None,
     ) -> None:
         if not 0 <= port <= 65535:
             raise ValueError(f"port must be in 0..65535, got {port}")
@@ -457,8 +502,14 @@ class RankingServer:
         )
         self._host = host
         self._port = port
+        if api_key is not None and not api_key:
+            raise ValueError("api_key must be a non-empty string or None")
         self._state = _State(
-            settings, log_requests=log_requests, log_size=log_size, log_stream=log_stream
+            settings,
+            log_requests=log_requests,
+            log_size=log_size,
+            log_stream=log_stream,
+            api_key=api_key,
         )
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -609,14 +660,42 @@ class RankingServer:
             times: how many requests get it.
             path: only requests to this path (e.g. ``"/v1/ranking"``).
         """
-        if times < 1:
-            raise ValueError(f"times must be >= 1, got {times}")
         reply = nim_error(status, f"fault injected by RankingServer (HTTP {status})")
         if body is not None:
             reply = Reply(status, body)
         reply = Reply(reply.status, reply.body, dict(headers or {}))
+        self._add_fault(_Fault(reply, path, times))
+
+    def inject_delay(self, seconds: float, *, times: int = 1, path: str | None = None) -> None:
+        """Answer the next ``times`` matching requests honestly, ``seconds`` late.
+
+        For timeouts (a delay past the client's ``timeout``) and slow replies
+        under load. Matching is as for :meth:`inject_fault`.
+        """
+        if not (math.isfinite(seconds) and seconds >= 0):
+            raise ValueError(f"seconds must be finite and >= 0, got {seconds}")
+        self._add_fault(_Fault(None, path, times, delay=seconds))
+
+    def inject_disconnect(self, *, times: int = 1, path: str | None = None) -> None:
+        """Close the connection of the next ``times`` matching requests without a reply.
+
+        The request is read first, so the client sees the connection drop
+        while it waits for the answer. Such requests are recorded with status
+        ``DISCONNECTED`` (0). Matching is as for :meth:`inject_fault`.
+        """
+        self._add_fault(_Fault(None, path, times, disconnect=True))
+
+    @property
+    def pending_faults(self) -> int:
+        """How many injected faults have not been used yet (all kinds)."""
         with self._state.lock:
-            self._state.faults.append(_Fault(reply, path, times))
+            return sum(fault.remaining for fault in self._state.faults)
+
+    def _add_fault(self, fault: _Fault) -> None:
+        if fault.remaining < 1:
+            raise ValueError(f"times must be >= 1, got {fault.remaining}")
+        with self._state.lock:
+            self._state.faults.append(fault)
 
 
 def _sigterm_as_interrupt() -> Callable[[], None]:

@@ -238,9 +238,8 @@ def _validate_nim(body: object, settings: ServerSettings) -> tuple[str, list[str
             raise _Invalid(f"{key}: field required")
     if not isinstance(body["model"], str):
         raise _Invalid(f"model: expected a string, got {_kind(body['model'])}")
-    truncate = body.get("truncate")
-    if truncate is None:
-        truncate = "END"
+    # Absent means END; an explicit null is refused, as the contract's string enum says.
+    truncate = body.get("truncate", "END")
     if truncate not in TRUNCATE_MODES:
         shown = json.dumps(truncate) if isinstance(truncate, str) else _kind(truncate)
         raise _Invalid(f"truncate: expected one of NONE, END, got {shown}")

@@ -7,10 +7,7 @@ concurrency, retries and errors all live there), and the ranking becomes new
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import threading
-import weakref
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -18,7 +15,6 @@ from llama_index.core.bridge.pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
-    SecretStr,
     field_validator,
 )
 from llama_index.core.callbacks import CallbackManager
@@ -157,17 +153,10 @@ class NIMRerank(BaseNodePostprocessor):
         description="'raise' a ranking error, or 'passthrough' the nodes in retrieval order.",
     )
 
-    _api_key: SecretStr | None = PrivateAttr(default=None)
-    _retry_policy: RetryPolicy | None = PrivateAttr(default=None)
+    # Built once, in the constructor, and reused by every query. The key goes
+    # to them and nowhere else: it is not a field, so no dump or repr has it.
     _client: RankingClient = PrivateAttr()
-    # An httpx connection belongs to the event loop that opened it, so each
-    # loop gets its own async client (normally there is one loop, so one client;
-    # a script calling asyncio.run twice would otherwise hit "Event loop is closed").
-    _async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncRankingClient] = (
-        PrivateAttr(default_factory=weakref.WeakKeyDictionary)
-    )
-    _unused_async_client: AsyncRankingClient | None = PrivateAttr(default=None)
-    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+    _async_client: AsyncRankingClient = PrivateAttr()
 
     def __init__(
         self,
@@ -232,10 +221,8 @@ class NIMRerank(BaseNodePostprocessor):
         except BaseException:
             client.close()
             raise
-        self._api_key = SecretStr(key) if key else None
-        self._retry_policy = retry_policy
         self._client = client
-        self._unused_async_client = async_client
+        self._async_client = async_client
 
     @field_validator("top_n", mode="before")
     @classmethod
@@ -303,7 +290,7 @@ class NIMRerank(BaseNodePostprocessor):
         try:
             if nodes:
                 try:
-                    ranking = await self._async_client().rank(
+                    ranking = await self._async_client.rank(
                         query,
                         self._texts(nodes),
                         top_n=self.top_n,
@@ -326,14 +313,8 @@ class NIMRerank(BaseNodePostprocessor):
         self._client.close()
 
     async def aclose(self) -> None:
-        """Close the async client of the running event loop (and the sync one)."""
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            clients = [self._async_clients.pop(loop, None), self._unused_async_client]
-            self._unused_async_client = None
-        for client in clients:
-            if client is not None:
-                await client.aclose()
+        """Close the async client's connections in the running event loop, and the sync client."""
+        await self._async_client.aclose()
         self.close()
 
     # -- mapping in and out ------------------------------------------------------
@@ -385,39 +366,6 @@ class NIMRerank(BaseNodePostprocessor):
             top_n=len(nodes) if self.top_n is None else self.top_n,
             model_name=self.model,
         )
-
-    def _async_client(self) -> AsyncRankingClient:
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            # A client holds its loop alive, so entries of finished loops are
-            # dropped by hand (their connections died with the loop).
-            for finished in [old for old in self._async_clients if old.is_closed()]:
-                del self._async_clients[finished]
-            client = self._async_clients.get(loop)
-            if client is None:
-                client = self._unused_async_client or AsyncRankingClient(**self._client_options())
-                self._unused_async_client = None
-                self._async_clients[loop] = client
-            return client
-
-    def _client_options(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "base_url": self.base_url,
-            "api_key": self._api_key.get_secret_value() if self._api_key else None,
-            "protocol": self.protocol,
-            "truncate": self.truncate,
-            "max_batch_size": self.max_batch_size,
-            "max_concurrency": self.max_concurrency,
-            "timeout": self.timeout,
-            "max_retries": self.max_retries,
-            "max_passage_chars": self.max_passage_chars,
-            "chunking": self.chunking,
-            "chunk_overlap_chars": self.chunk_overlap_chars,
-            "max_chunks_per_doc": self.max_chunks_per_doc,
-            "score_transform": self.score_transform,
-            "retry_policy": self._retry_policy,
-        }
 
 
 def _query_text(query_bundle: QueryBundle | None) -> str:
