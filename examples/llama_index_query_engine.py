@@ -25,8 +25,8 @@ from llama_index.core.base.response.schema import Response
 from llama_index.core.embeddings import MockEmbedding
 from llama_index.core.llms import MockLLM
 from llama_index.core.schema import NodeWithScore
-from llama_index.postprocessor.nimrank import NIMRerank
 
+from llama_index.postprocessor.nimrank import NIMRerank
 from nimrank.server import RankingServer
 
 QUERY = "What is the GPU memory bandwidth of H100 SXM?"

@@ -28,8 +28,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final, TextIO
 
-from nimrank import errors
+from nimrank import DEFAULT_MODEL, RankedPassage, RankingClient, errors
 from nimrank.server import DEFAULT_MODEL_ID, serve
+from nimrank.validation import check_query
 
 __all__ = ["EXIT_CODES", "build_parser", "main"]
 
@@ -130,6 +131,456 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(handler=_run_serve)
 
 
+# ---------------------------------------------------------------------------- rank, models
+
+EXIT_OK: Final = 0
+EXIT_ERROR: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_AUTH: Final = 3
+EXIT_RATE_LIMIT: Final = 4
+EXIT_UNAVAILABLE: Final = 5
+EXIT_BAD_RESPONSE: Final = 6
+EXIT_REFUSED: Final = 7
+EXIT_INTERRUPTED: Final = 130
+
+EXIT_CODES: Final = {
+    EXIT_OK: "success",
+    EXIT_ERROR: "an unexpected error (a bug: please report it)",
+    EXIT_USAGE: "bad arguments or a bad input file",
+    EXIT_AUTH: "authentication: the API key is missing, wrong or not allowed",
+    EXIT_RATE_LIMIT: "rate limited: still 429 after the retries",
+    EXIT_UNAVAILABLE: "server unavailable: 5xx, connection refused or dropped, or timeout",
+    EXIT_BAD_RESPONSE: "the server's answer could not be used (not the protocol's shape)",
+    EXIT_REFUSED: "the server refused the request (400, 404, 413, 422: wrong model, too long)",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
+}
+"""What each exit code of ``nimrank rank`` and ``nimrank models`` means."""
+
+#: Keys of a JSON Lines object that hold the passage, tried in this order.
+TEXT_KEYS: Final = ("text", "content", "page_content")
+
+_FORMATS: Final = ("auto", "jsonl", "txt")
+_SUFFIX_FORMATS: Final = {".jsonl": "jsonl", ".ndjson": "jsonl", ".txt": "txt"}
+#: A progress bar appears only for a call still running after this long.
+_PROGRESS_AFTER_SECONDS: Final = 0.5
+_PROGRESS_TICK_SECONDS: Final = 0.1
+_BAR_WIDTH: Final = 30
+
+
+class InputError(Exception):
+    """The passages file cannot be read or parsed; the message says where."""
+
+
+def read_passages(
+    source: str, fmt: str = "auto", *, text_key: str | None = None, stdin: TextIO | None = None
+) -> list[str]:
+    """The passages of ``source`` (a path, or ``-`` for stdin), in order.
+
+    Formats: ``jsonl`` (one JSON string, or object with a ``text``, ``content``
+    or ``page_content`` field, or ``text_key``, per line) and ``txt`` (one
+    passage per line). Blank lines are skipped in both, so a passage's index is
+    its position among the passages, not its line number. ``auto`` goes by the
+    file's suffix (``.jsonl``/``.ndjson``, ``.txt``) and otherwise looks at the
+    first non-blank line: JSON string or object means ``jsonl``.
+
+    Raises:
+        InputError: unreadable file, a line that is not what the format says.
+    """
+    name = "stdin" if source == "-" else source
+    try:
+        if source == "-":
+            content = (stdin if stdin is not None else sys.stdin).read()
+        else:
+            content = Path(source).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"cannot read {name}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"cannot read {name}: it is a directory") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"cannot read {name}: not UTF-8 text ({exc.reason})") from None
+    except OSError as exc:
+        raise InputError(f"cannot read {name}: {exc.strerror or exc}") from None
+    lines = [(number, line) for number, line in enumerate(content.splitlines(), 1) if line.strip()]
+    if fmt == "auto":
+        fmt = _SUFFIX_FORMATS.get(Path(source).suffix.lower(), "") if source != "-" else ""
+        fmt = fmt or _sniff(lines)
+    if fmt == "txt":
+        return [line for _, line in lines]
+    keys = (text_key,) if text_key else TEXT_KEYS
+    return [_jsonl_passage(line, number, name, keys) for number, line in lines]
+
+
+def _sniff(lines: list[tuple[int, str]]) -> str:
+    if not lines:
+        return "txt"
+    try:
+        first = json.loads(lines[0][1])
+    except ValueError:
+        return "txt"
+    return "jsonl" if isinstance(first, (str, dict)) else "txt"
+
+
+def _jsonl_passage(line: str, number: int, name: str, keys: Sequence[str]) -> str:
+    where = f"{name}, line {number}"
+    try:
+        value = json.loads(line)
+    except ValueError as exc:
+        raise InputError(
+            f"{where}: not valid JSON ({exc}); for plain text use a .txt file or --format txt"
+        ) from None
+    if isinstance(value, str):
+        return value
+    if not isinstance(value, dict):
+        raise InputError(
+            f"{where}: expected a JSON string or an object with a "
+            f"{' / '.join(repr(k) for k in keys)} field, got {type(value).__name__}"
+        )
+    for key in keys:
+        if key in value:
+            text = value[key]
+            if not isinstance(text, str):
+                raise InputError(f"{where}: field {key!r} must be a string")
+            return text
+    raise InputError(
+        f"{where}: no {' / '.join(repr(k) for k in keys)} field "
+        f"(fields: {', '.join(map(str, value)) or 'none'}); choose one with --text-key"
+    )
+
+
+class ProgressBar:
+    """A one-line progress bar on a terminal, drawn only once a call is slow.
+
+    Nothing is drawn during the first ``delay`` seconds, so quick calls stay
+    silent; after that a ticker thread redraws ``[####....] done/total
+    passages  3.2s`` in place. ``close`` erases the line.
+    """
+
+    def __init__(self, total: int, stream: TextIO, *, delay: float = _PROGRESS_AFTER_SECONDS):
+        self.total = total
+        self.done = 0
+        self._stream = stream
+        self._delay = delay
+        self._started = time.monotonic()
+        self._stop = threading.Event()
+        self._drawn = False
+        self._thread = threading.Thread(target=self._tick, name="nimrank-progress", daemon=True)
+        self._thread.start()
+
+    def advance(self, passages: int) -> None:
+        """Count ``passages`` more as ranked."""
+        self.done = min(self.total, self.done + passages)
+
+    def _tick(self) -> None:
+        if self._stop.wait(self._delay):
+            return
+        while not self._stop.is_set():
+            self._draw()
+            self._stop.wait(_PROGRESS_TICK_SECONDS)
+
+    def _draw(self) -> None:
+        share = self.done / self.total if self.total else 1.0
+        filled = round(_BAR_WIDTH * share)
+        elapsed = time.monotonic() - self._started
+        line = (
+            f"\r[{'#' * filled}{'.' * (_BAR_WIDTH - filled)}] "
+            f"{self.done}/{self.total} passages  {elapsed:.1f}s"
+        )
+        try:
+            self._stream.write(line)
+            self._stream.flush()
+        except (OSError, ValueError):
+            self._stop.set()  # the terminal went away; ranking goes on
+            return
+        self._drawn = True
+
+    def close(self) -> None:
+        """Stop drawing and erase the bar."""
+        self._stop.set()
+        self._thread.join()
+        if self._drawn:
+            try:
+                self._stream.write("\r\x1b[K")
+                self._stream.flush()
+            except (OSError, ValueError):
+                pass
+
+
+@contextmanager
+def _progress(total: int, enabled: bool) -> Iterator[ProgressBar | None]:
+    if not enabled:
+        yield None
+        return
+    bar = ProgressBar(total, sys.stderr)
+    try:
+        yield bar
+    finally:
+        bar.close()
+
+
+def _rank(
+    client: RankingClient,
+    query: str,
+    passages: list[str],
+    top_n: int | None,
+    bar: ProgressBar | None,
+) -> list[RankedPassage]:
+    """``client.rank``, or, with a progress bar, the same ranking in steps.
+
+    A step holds as many passages as the client sends at once
+    (``max_batch_size * max_concurrency``), so stepping costs at most the
+    wait for a step's slowest batch. Scores depend only on (query, passage),
+    so merging the steps by (score desc, index) gives the single call's order.
+    """
+    if bar is None:
+        return list(client.rank(query, passages, top_n=top_n))
+    if top_n == 0:
+        return []
+    step = client.max_batch_size * client.max_concurrency
+    merged: list[RankedPassage] = []
+    for start in range(0, len(passages), step):
+        for ranked in client.rank(query, passages[start : start + step]):
+            merged.append(RankedPassage(ranked.index + start, ranked.score, ranked.text))
+        bar.advance(min(step, len(passages) - start))
+    merged.sort(key=lambda ranked: (-ranked.score, ranked.index))
+    return merged if top_n is None else merged[:top_n]
+
+
+def _json_score(score: float) -> float | None:
+    # -inf marks a blank passage that was never scored; JSON has no infinity.
+    return score if math.isfinite(score) else None
+
+
+def _client_options(args: argparse.Namespace) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "model": args.model,
+        "base_url": args.base_url or None,
+        "protocol": args.protocol,
+        "timeout": args.timeout,
+        "max_retries": args.max_retries,
+    }
+    for name in ("truncate", "max_batch_size", "max_concurrency"):
+        value = getattr(args, name, None)
+        if value is not None:
+            options[name] = value
+    return options
+
+
+_HINTS: Final = {
+    EXIT_AUTH: "set NVIDIA_API_KEY (or NVIDIA_NIM_API_KEY) in the environment, or point "
+    "--base-url at a self-hosted service",
+    EXIT_RATE_LIMIT: "try again later, or lower --max-concurrency",
+}
+
+
+def _fail(command: str, message: str, code: int, hint: str | None = None) -> int:
+    print(f"nimrank {command}: {message}", file=sys.stderr)
+    if hint:
+        print(f"hint: {hint}", file=sys.stderr)
+    return code
+
+
+def _exit_code_for(exc: errors.RankingError) -> int:
+    if isinstance(exc, (errors.AuthenticationError, errors.MissingAPIKeyError)):
+        return EXIT_AUTH
+    if isinstance(exc, errors.RateLimitError):
+        return EXIT_RATE_LIMIT
+    if isinstance(
+        exc, (errors.ServerError, errors.RankingConnectionError, errors.RankingTimeoutError)
+    ):
+        return EXIT_UNAVAILABLE
+    if isinstance(exc, errors.ResponseFormatError):
+        return EXIT_BAD_RESPONSE
+    if isinstance(exc, errors.APIStatusError):
+        return EXIT_REFUSED
+    return EXIT_ERROR
+
+
+def _run_client_command(command: str, work: Callable[[], int]) -> int:
+    """Run ``work``, turning every error into one stderr line and an exit code."""
+    try:
+        return work()
+    except InputError as exc:
+        return _fail(command, str(exc), EXIT_USAGE)
+    except errors.RankingError as exc:
+        # Before ValueError: MissingAPIKeyError is both.
+        code = _exit_code_for(exc)
+        hint = _HINTS.get(code)
+        if isinstance(exc, errors.RankingConnectionError):
+            hint = "is the server running? `nimrank serve` starts a local stand-in"
+        return _fail(command, str(exc), code, hint)
+    except (ValueError, TypeError) as exc:
+        # The client's argument checks (an empty query, a bad option value).
+        return _fail(command, str(exc), EXIT_USAGE)
+
+
+def _run_rank(args: argparse.Namespace) -> int:
+    def work() -> int:
+        check_query(args.query)  # before reading a large input for nothing
+        passages = read_passages(args.input, args.format, text_key=args.text_key)
+        show_progress = sys.stderr.isatty() and len(passages) > 0
+        with (
+            RankingClient(**_client_options(args)) as client,
+            _progress(len(passages), show_progress) as bar,
+        ):
+            ranking = _rank(client, args.query, passages, args.top_n, bar)
+        out = sys.stdout
+        for ranked in ranking:
+            line = {"index": ranked.index, "score": _json_score(ranked.score), "text": ranked.text}
+            out.write(json.dumps(line, ensure_ascii=False) + "\n")
+        out.flush()
+        return EXIT_OK
+
+    return _run_client_command("rank", work)
+
+
+def _run_models(args: argparse.Namespace) -> int:
+    def work() -> int:
+        with RankingClient(**_client_options(args)) as client:
+            for model_id in client.list_models():
+                sys.stdout.write(model_id + "\n")
+        sys.stdout.flush()
+        return EXIT_OK
+
+    return _run_client_command("models", work)
+
+
+def _top_n(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _add_service_options(parser: argparse.ArgumentParser) -> None:
+    service = parser.add_argument_group(
+        "service",
+        "The API key comes from the environment: NVIDIA_API_KEY or NVIDIA_NIM_API_KEY "
+        "(nim protocol), JINA_API_KEY or COHERE_API_KEY for those hosts. It is never "
+        "taken on the command line, where it would land in shell history.",
+    )
+    service.add_argument(
+        "--base-url",
+        default=os.environ.get("NIMRANK_BASE_URL"),
+        metavar="URL",
+        help="the service, e.g. http://127.0.0.1:8000/v1 for `nimrank serve` or a NIM "
+        "container (default: $NIMRANK_BASE_URL, else NVIDIA's hosted API, which needs a key)",
+    )
+    service.add_argument(
+        "--protocol",
+        choices=("nim", "cohere"),
+        default="nim",
+        help="wire format: NIM /v1/ranking or Cohere/Jina-style /v1/rerank (default: %(default)s)",
+    )
+    service.add_argument(
+        "--model", default=DEFAULT_MODEL, metavar="ID", help="ranking model (default: %(default)s)"
+    )
+    service.add_argument(
+        "--timeout",
+        type=_positive_float,
+        metavar="SECONDS",
+        default=60.0,
+        help="seconds to wait for each answer (default: %(default)s)",
+    )
+    service.add_argument(
+        "--max-retries",
+        type=_non_negative_int,
+        metavar="N",
+        default=3,
+        help="retries of a request after 429, 5xx or a dropped connection (default: %(default)s)",
+    )
+
+
+def _exit_codes_epilog() -> str:
+    lines = [f"  {code:>3}  {meaning}" for code, meaning in EXIT_CODES.items()]
+    return "exit codes:\n" + "\n".join(lines)
+
+
+def _add_rank(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "rank",
+        help="rank passages against a query; JSON lines on stdout",
+        description=(
+            "Rank the passages of a file against a query and write the ranking to stdout "
+            'as JSON lines, best first: {"index": ..., "score": ..., "text": ...}. '
+            "index is the passage's position in the input (blank lines skipped); a blank "
+            "passage is never sent and gets score null. A progress bar is drawn on stderr "
+            "when it is a terminal and the ranking takes more than half a second."
+        ),
+        epilog=_exit_codes_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--query", required=True, help="what the passages are ranked against")
+    parser.add_argument(
+        "--input",
+        required=True,
+        metavar="FILE",
+        help="passages: a .jsonl file (JSON strings, or objects with a text, content or "
+        "page_content field), a .txt file (one passage per line), or - for stdin",
+    )
+    parser.add_argument(
+        "--format",
+        choices=_FORMATS,
+        default="auto",
+        help="input format (default: by suffix; for stdin and other names, a first line "
+        "that is a JSON string or object means jsonl)",
+    )
+    parser.add_argument(
+        "--text-key", metavar="KEY", help="the JSON Lines field holding the passage text"
+    )
+    parser.add_argument(
+        "--top-n",
+        type=_top_n,
+        metavar="N",
+        help="write only the N best passages (default: all)",
+    )
+    _add_service_options(parser)
+    tuning = parser.add_argument_group("batching")
+    tuning.add_argument(
+        "--max-batch-size",
+        type=_positive_int,
+        metavar="N",
+        help="passages per request (default: the client's, 32; at most 512 for nim)",
+    )
+    tuning.add_argument(
+        "--max-concurrency",
+        type=_positive_int,
+        metavar="N",
+        help="requests in flight at once (default: the client's, 8)",
+    )
+    tuning.add_argument(
+        "--truncate",
+        choices=("NONE", "END"),
+        help="NIM's handling of over-long passages (default: the server's, END)",
+    )
+    parser.set_defaults(handler=_run_rank)
+
+
+def _add_models(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "models",
+        help="list the ranking models a service offers, one id per line",
+        description="List the ids of the ranking models the service offers, one per line.",
+        epilog=_exit_codes_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_service_options(parser)
+    parser.set_defaults(handler=_run_models)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``nimrank`` argument parser with every subcommand registered."""
     parser = argparse.ArgumentParser(
@@ -138,6 +589,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_serve(commands)
+    _add_rank(commands)
+    _add_models(commands)
     return parser
 
 
@@ -158,4 +611,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = build_parser().parse_args(argv)
     handler: _Handler = args.handler
-    return handler(args)
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        print("nimrank: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`nimrank rank ... | head`): not an error worth a
+        # traceback. Point stdout at devnull so the interpreter's final flush is quiet.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK

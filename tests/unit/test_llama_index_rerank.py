@@ -235,6 +235,16 @@ def test_the_key_never_shows_in_the_passthrough_warning(
     rerank.close()
 
 
+def test_extra_headers_are_sent_but_never_serialized(ranking_server: RankingServer) -> None:
+    secret = "gateway-token-fake-0123"  # not a real credential
+    rerank = NIMRerank(base_url=ranking_server.url, extra_headers={"X-Gateway-Token": secret})
+    rerank.postprocess_nodes(make_nodes(PASSAGES), query_str=QUERY)
+    assert ranking_server.requests[-1].headers["x-gateway-token"] == secret
+    for text in (repr(rerank), rerank.to_json(), str(rerank.model_dump())):
+        assert secret not in text
+    rerank.close()
+
+
 def test_to_dict_round_trips_with_the_key_passed_again(ranking_server: RankingServer) -> None:
     original = NIMRerank(
         api_key=FAKE_KEY, base_url=ranking_server.url, top_n=2, keep_retrieval_score=True

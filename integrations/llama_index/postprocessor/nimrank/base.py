@@ -8,7 +8,7 @@ concurrency, retries and errors all live there), and the ranking becomes new
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from llama_index.core.bridge.pydantic import (
@@ -92,7 +92,12 @@ class NIMRerank(BaseNodePostprocessor):
             propagate; ``"passthrough"`` logs a warning and returns the first
             ``top_n`` nodes in retrieval order instead.
         retry_policy: backoff settings, a ``nimrank.RetryPolicy``.
+        extra_headers: headers added to every request.
         callback_manager: LlamaIndex's (legacy) callback manager.
+
+    ``api_key``, ``extra_headers`` and ``retry_policy`` go to the clients only:
+    they are not fields, so ``to_dict()`` leaves them out (they may hold
+    credentials) and ``from_dict(data, api_key=...)`` takes them again.
     """
 
     # Assignments are validated; the options the clients were built with are
@@ -182,6 +187,7 @@ class NIMRerank(BaseNodePostprocessor):
         keep_retrieval_score: bool = False,
         on_error: Literal["raise", "passthrough"] = "raise",
         retry_policy: RetryPolicy | None = None,
+        extra_headers: Mapping[str, str] | None = None,
         callback_manager: CallbackManager | None = None,
     ) -> None:
         key = nvidia_api_key or api_key
@@ -200,14 +206,18 @@ class NIMRerank(BaseNodePostprocessor):
             "max_chunks_per_doc": max_chunks_per_doc,
             "score_transform": score_transform,
         }
-        # The client checks its own options (with nimrank's messages) and
-        # resolves the key, so a bad option or a missing hosted key fails here,
-        # not at the first query.
-        client = RankingClient(api_key=key, retry_policy=retry_policy, **client_options)
+        # Options that may hold credentials (the key, a gateway's headers) or are
+        # not plain data (the retry policy) go to the clients only, never into a field.
+        unserialized: dict[str, Any] = {
+            "api_key": key,
+            "extra_headers": extra_headers,
+            "retry_policy": retry_policy,
+        }
+        # The client checks its own options (with nimrank's messages) and resolves
+        # the key: a bad option or a missing hosted key fails here, not at a query.
+        client = RankingClient(**client_options, **unserialized)
         try:
-            async_client = AsyncRankingClient(
-                api_key=key, retry_policy=retry_policy, **client_options
-            )
+            async_client = AsyncRankingClient(**client_options, **unserialized)
             fields: dict[str, Any] = {
                 **client_options,
                 "top_n": top_n,
