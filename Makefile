@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+PEERS := .venv-peers
+PEERS_STAMP := $(PEERS)/.installed
 # No telemetry from Haystack in tests, demos or benchmarks.
 export HAYSTACK_TELEMETRY_ENABLED := False
 
@@ -28,9 +30,16 @@ test: lint
 soak: $(STAMP)
 	$(BIN)/python -m pytest -q -m soak -o addopts='' tests/integration
 
-bench: $(STAMP)
-	$(BIN)/python -m pip install --quiet matplotlib
-	$(BIN)/python tests/benchmarks/run.py
+# NVIDIA's and LiteLLM's clients pin their own framework versions: they live in
+# a virtualenv of their own so they never disturb .venv (and `make test`).
+$(PEERS_STAMP): pyproject.toml tests/interop/requirements-peers.txt
+	test -x $(PEERS)/bin/python || $(PYTHON) -m venv $(PEERS)
+	$(PEERS)/bin/python -m pip install --quiet --upgrade pip
+	$(PEERS)/bin/python -m pip install --quiet -e '.[dev]' -r tests/interop/requirements-peers.txt
+	touch $(PEERS_STAMP)
+
+bench: $(PEERS_STAMP)
+	$(PEERS)/bin/python tests/benchmarks/run.py --peers
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(PEERS) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -8,12 +8,10 @@ are the client's.
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
-from weakref import WeakKeyDictionary
 
 from langchain_core.callbacks import Callbacks
 from langchain_core.documents import BaseDocumentCompressor, Document
@@ -155,11 +153,8 @@ class NIMRerank(BaseDocumentCompressor):
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
     _settings: dict[str, Any] | None = PrivateAttr(default=None)
     _client: RankingClient | None = PrivateAttr(default=None)
-    # An httpx.AsyncClient's pool belongs to the event loop it first ran on; a
-    # second ``asyncio.run`` needs a client of its own.
-    _async_clients: WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncRankingClient] = PrivateAttr(
-        default_factory=WeakKeyDictionary
-    )
+    # Serves every event loop: the client keeps one connection pool per loop.
+    _async: AsyncRankingClient | None = PrivateAttr(default=None)
 
     @model_validator(mode="before")
     @classmethod
@@ -275,14 +270,14 @@ class NIMRerank(BaseDocumentCompressor):
     def close(self) -> None:
         """Close the synchronous client's connections and worker threads."""
         with self._lock:
-            client, self._client, self._settings = self._client, None, None
+            client, self._client = self._client, None
         if client is not None:
             client.close()
 
     async def aclose(self) -> None:
-        """Close the connections of the running event loop's async client (and the sync one)."""
+        """Close the async client's connections on the running event loop (and the sync client)."""
         with self._lock:
-            client = self._async_clients.pop(asyncio.get_running_loop(), None)
+            client = self._async
         if client is not None:
             await client.aclose()
         self.close()
@@ -314,36 +309,28 @@ class NIMRerank(BaseDocumentCompressor):
             "retry_policy": self.retry_policy,
         }
 
-    def _refresh_clients(self) -> tuple[dict[str, Any], RankingClient]:
-        """The settings and the sync client, both rebuilt if a field changed since.
-
-        Call with ``self._lock`` held.
-        """
-        settings = self._client_settings()
-        if self._client is None or settings != self._settings:
-            # The old clients are not closed here: a copy of this compressor
-            # (``model_copy``) may still be using them.
-            self._client = RankingClient(**_unwrap_key(settings))
-            self._async_clients = WeakKeyDictionary()
-            self._settings = settings
-        return settings, self._client
+    def _refresh_clients(self) -> tuple[RankingClient, AsyncRankingClient]:
+        """Both clients, rebuilt together if a field changed since they were built."""
+        with self._lock:
+            settings = self._client_settings()
+            client, async_client = self._client, self._async
+            if async_client is None or settings != self._settings:
+                # The old clients are not closed here: a copy of this compressor
+                # (``model_copy``) may still be using them.
+                options = _unwrap_key(settings)
+                client, async_client = RankingClient(**options), AsyncRankingClient(**options)
+                self._settings = settings
+            elif client is None:
+                # close() closed it for good; the async client reopens by itself.
+                client = RankingClient(**_unwrap_key(settings))
+            self._client, self._async = client, async_client
+            return client, async_client
 
     def _sync_client(self) -> RankingClient:
-        with self._lock:
-            return self._refresh_clients()[1]
+        return self._refresh_clients()[0]
 
     def _async_client(self) -> AsyncRankingClient:
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            settings, _ = self._refresh_clients()
-            # A client's open connections refer to their loop, which keeps a
-            # weak key alive: entries of finished loops go by hand.
-            for finished in [old for old in self._async_clients if old.is_closed()]:
-                del self._async_clients[finished]
-            client = self._async_clients.get(loop)
-            if client is None:
-                client = self._async_clients[loop] = AsyncRankingClient(**_unwrap_key(settings))
-            return client
+        return self._refresh_clients()[1]
 
 
 def _unwrap_key(settings: dict[str, Any]) -> dict[str, Any]:

@@ -14,8 +14,12 @@ import os
 os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "False")
 
 import asyncio
+import contextlib
+import gc
 import math
 import runpy
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -188,24 +192,39 @@ async def test_pipeline_run_async_ranks_through_run_async_alone(
     assert [d.id for d in result["ranker"]["documents"]] == [d.id for d in expected]
 
 
-def test_a_loaded_pipeline_runs_async_in_two_event_loops(ranking_server: RankingServer) -> None:
-    pipeline = Pipeline.loads(rag_pipeline(NIMRanker(api_url=ranking_server.url)).dumps())
+@contextlib.contextmanager
+def no_unclosed_connections() -> Iterator[None]:
+    """Fail if a socket or transport opened inside is left for the garbage collector."""
+    gc.collect()  # earlier tests' garbage is not this block's
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        yield
+        gc.collect()  # what nobody closed warns when it is collected
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
 
-    async def run_once() -> list[Document]:
-        result = await pipeline.run_async(pipeline_inputs())
-        return list(result["ranker"]["documents"])
 
-    async def run_once_and_close() -> list[Document]:
-        try:
-            return await run_once()
-        finally:
-            await pipeline.close_async()
+def test_one_loaded_pipeline_runs_async_in_two_event_loops_and_closes_each(
+    ranking_server: RankingServer,
+) -> None:
+    def run_in_two_loops() -> tuple[list[Document], list[Document]]:
+        pipeline = Pipeline.loads(rag_pipeline(NIMRanker(api_url=ranking_server.url)).dumps())
 
-    first = asyncio.run(run_once())
-    # A second asyncio.run is a new loop: the first loop's connections are unusable there.
-    second = asyncio.run(run_once_and_close())
+        async def run_and_close() -> list[Document]:
+            try:
+                result = await pipeline.run_async(pipeline_inputs())
+            finally:
+                await pipeline.close_async()
+            return list(result["ranker"]["documents"])
+
+        # Each asyncio.run is a new loop: the first loop's connections are unusable
+        # in the second, and can only be closed from the first.
+        return asyncio.run(run_and_close()), asyncio.run(run_and_close())
+
+    with no_unclosed_connections():
+        first, second = run_in_two_loops()  # the pipeline is garbage once it returns
     assert first == second
     assert len(first) == 5
+    assert len(ranking_requests(ranking_server)) == 2
 
 
 # -- what the server sees ----------------------------------------------------------------------

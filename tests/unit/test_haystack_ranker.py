@@ -403,12 +403,38 @@ def test_timeout_defaults_to_sixty_seconds(fakes: None, clean_env: None) -> None
     assert FakeClient.instances[0].options["timeout"] == 60.0
 
 
-@pytest.mark.parametrize(
-    "api_url", ["https://integrate.api.nvidia.com/v1", "https://integrate.api.nvidia.com/v1/"]
+HOSTED_DEFAULT_MODEL_URL = (
+    "https://ai.api.nvidia.com/v1/retrieval/nvidia/llama-3_2-nv-rerankqa-1b-v2/reranking"
 )
-def test_nvidia_rankers_catalog_url_means_the_hosted_catalog(fakes: None, api_url: str) -> None:
-    NIMRanker(api_url=api_url).warm_up()
-    assert FakeClient.instances[0].options["base_url"] is None
+
+
+@pytest.mark.parametrize(
+    ("api_url", "env_url"),
+    [
+        ("https://integrate.api.nvidia.com/v1", None),
+        ("https://integrate.api.nvidia.com/v1/", None),
+        (None, "https://integrate.api.nvidia.com/v1"),
+    ],
+)
+def test_nvidia_rankers_catalog_url_ranks_at_the_hosted_per_model_url(
+    clean_env: None, monkeypatch: pytest.MonkeyPatch, api_url: str | None, env_url: str | None
+) -> None:
+    # The real clients, never contacted: warm_up only resolves their URLs.
+    if env_url is not None:
+        monkeypatch.setenv("NVIDIA_API_URL", env_url)
+    ranker = NIMRanker(api_url=api_url, api_key=Secret.from_token(FAKE_KEY))
+    ranker.warm_up()
+    assert ranker._client is not None
+    assert ranker._async_client is not None
+    assert ranker._client.endpoints.ranking_url == HOSTED_DEFAULT_MODEL_URL
+    assert ranker._async_client.endpoints.ranking_url == HOSTED_DEFAULT_MODEL_URL
+    ranker.close()
+
+
+def test_nvidia_rankers_catalog_url_without_a_key_fails_at_warm_up(clean_env: None) -> None:
+    ranker = NIMRanker(api_url="https://integrate.api.nvidia.com/v1")
+    with pytest.raises(MissingAPIKeyError):
+        ranker.warm_up()
 
 
 def test_hosted_catalog_without_a_key_fails_at_warm_up(clean_env: None) -> None:
@@ -432,13 +458,19 @@ def test_close_closes_the_sync_client_and_a_later_run_reopens(fakes: None) -> No
     assert len(FakeClient.instances) == 2
 
 
-async def test_close_async_closes_both_clients(fakes: None) -> None:
+async def test_close_async_closes_both_clients_and_a_later_run_async_reuses_the_async_one(
+    fakes: None,
+) -> None:
     ranker = local_ranker()
     ranker.run("berlin", [Document(content="berlin")])
     await ranker.run_async("berlin", [Document(content="berlin")])
     await ranker.close_async()
     assert FakeClient.instances[0].closed
     assert FakeAsyncClient.instances[0].closed
+    # The real async client reopens connections on its own after aclose().
+    await ranker.run_async("berlin", [Document(content="berlin")])
+    assert len(FakeAsyncClient.instances) == 1
+    assert len(async_calls()) == 2
 
 
 # -- the mapping ------------------------------------------------------------------------
@@ -637,26 +669,27 @@ async def test_run_async_refuses_top_k_below_one(fakes: None) -> None:
         await local_ranker().run_async("berlin", [Document(content="x")], top_k=0)
 
 
-async def test_warm_up_async_binds_the_client_to_the_running_loop(fakes: None) -> None:
+async def test_warm_up_async_creates_each_client_once(fakes: None) -> None:
     ranker = local_ranker()
     await ranker.warm_up_async()
     await ranker.warm_up_async()
     await ranker.run_async("berlin", [Document(content="x")])
+    assert len(FakeClient.instances) == 1
     assert len(FakeAsyncClient.instances) == 1
 
 
-def test_a_new_event_loop_gets_a_new_async_client(fakes: None) -> None:
-    # Pooled connections belong to the loop that opened them; reusing them from a
-    # second asyncio.run fails with "Event loop is closed".
+def test_one_async_client_serves_every_event_loop(fakes: None) -> None:
+    # The client keeps a connection pool per event loop, so a second asyncio.run
+    # needs no second client (tests/integration checks the real one).
     ranker = local_ranker()
     documents = [Document(content="berlin")]
     asyncio.run(ranker.run_async("berlin", documents))
     asyncio.run(ranker.run_async("berlin", documents))
-    assert len(FakeAsyncClient.instances) == 2
 
     async def twice() -> None:
         await ranker.run_async("berlin", documents)
         await ranker.run_async("berlin", documents)
 
     asyncio.run(twice())
-    assert len(FakeAsyncClient.instances) == 3
+    assert len(FakeAsyncClient.instances) == 1
+    assert len(async_calls()) == 4

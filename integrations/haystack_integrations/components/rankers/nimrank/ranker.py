@@ -9,7 +9,6 @@ retries and HTTP all live in the client.
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import math
 import os
@@ -27,11 +26,6 @@ from nimrank.validation import check_int, check_number, check_query
 __all__ = ["NIMRanker"]
 
 _TRUNCATE_VALUES = (None, "NONE", "END")
-# NvidiaRanker's default `api_url` is the catalog's OpenAI-style root. Rankers are
-# not served under it; the hosted catalog ranks at a per-model URL, which the
-# client builds when it gets no base URL. Taking this root as "hosted" keeps
-# configurations copied from NvidiaRanker working.
-_HOSTED_CATALOG_ROOTS = ("https://integrate.api.nvidia.com/v1",)
 _DEFAULT_TIMEOUT = 60.0
 
 
@@ -103,7 +97,8 @@ class NIMRanker:
             api_url: the service, e.g. ``"http://localhost:8000/v1"`` for a
                 self-hosted NIM, or a full ``.../ranking`` / ``.../rerank`` URL.
                 ``None``: the ``NVIDIA_API_URL`` environment variable if set,
-                else NVIDIA's hosted catalog (which needs a key).
+                else NVIDIA's hosted catalog (which needs a key), as is
+                ``"https://integrate.api.nvidia.com/v1"``, NvidiaRanker's default.
             api_key: the API key, as a Haystack ``Secret`` (serialized as a
                 reference, never its value). Without one the client also looks
                 at ``NVIDIA_API_KEY`` / ``NVIDIA_NIM_API_KEY`` (NIM protocol).
@@ -183,8 +178,6 @@ class NIMRanker:
 
         self._client: RankingClient | None = None
         self._async_client: AsyncRankingClient | None = None
-        # The event loop the async client's connections belong to (None: not used yet).
-        self._async_loop: asyncio.AbstractEventLoop | None = None
         # Pipeline.run_async may run sync components in threads; build clients once.
         self._lock = threading.Lock()
 
@@ -241,17 +234,11 @@ class NIMRanker:
             nimrank.MissingAPIKeyError: the hosted catalog and no key.
         """
         self._sync_client()
-        with self._lock:
-            if self._async_client is None:
-                self._async_client = AsyncRankingClient(**self._client_options())
+        self._async_ranking_client()
 
     async def warm_up_async(self) -> None:
-        """Like :meth:`warm_up`, binding the async client to the running event loop.
-
-        ``Pipeline.run_async`` calls it instead of :meth:`warm_up`.
-        """
-        self._sync_client()
-        self._async_client_for_running_loop()
+        """Like :meth:`warm_up` (``Pipeline.run_async`` calls it instead)."""
+        self.warm_up()
 
     def close(self) -> None:
         """Close the synchronous client (``Pipeline.close`` calls it)."""
@@ -261,15 +248,14 @@ class NIMRanker:
             client.close()
 
     async def close_async(self) -> None:
-        """Close both clients (``Pipeline.close_async`` calls it)."""
+        """Close the sync client and the async client's connections on the running loop.
+
+        ``Pipeline.close_async`` calls it. The async client stays: a later run,
+        on this loop or another, opens new connections.
+        """
         self.close()
-        with self._lock:
-            client, self._async_client = self._async_client, None
-            loop, self._async_loop = self._async_loop, None
-        # Connections opened on another (possibly closed) loop cannot be closed from
-        # this one; they go with that loop.
-        if client is not None and loop in (None, asyncio.get_running_loop()):
-            await client.aclose()
+        if self._async_client is not None:
+            await self._async_client.aclose()
 
     def _sync_client(self) -> RankingClient:
         with self._lock:
@@ -277,20 +263,17 @@ class NIMRanker:
                 self._client = RankingClient(**self._client_options())
             return self._client
 
-    def _async_client_for_running_loop(self) -> AsyncRankingClient:
-        loop = asyncio.get_running_loop()
+    def _async_ranking_client(self) -> AsyncRankingClient:
+        # One client serves every event loop: it keeps a connection pool per loop.
         with self._lock:
-            if self._async_client is None or self._async_loop not in (None, loop):
-                # An async client's pooled connections belong to the loop that opened
-                # them: a second `asyncio.run(pipeline.run_async(...))` needs a new one.
+            if self._async_client is None:
                 self._async_client = AsyncRankingClient(**self._client_options())
-            self._async_loop = loop
             return self._async_client
 
     def _client_options(self) -> dict[str, Any]:
+        # NvidiaRanker's default, https://integrate.api.nvidia.com/v1, needs no
+        # special case: the client takes it to mean the hosted catalog.
         api_url = self.api_url if self.api_url is not None else os.environ.get("NVIDIA_API_URL")
-        if api_url is not None and api_url.strip().rstrip("/") in _HOSTED_CATALOG_ROOTS:
-            api_url = None
         timeout = self.timeout
         if timeout is None:
             timeout = float(os.environ.get("NVIDIA_TIMEOUT", _DEFAULT_TIMEOUT))
@@ -360,7 +343,7 @@ class NIMRanker:
         call = self._prepare(query, documents, top_k, score_threshold)
         if call is None:
             return {"documents": []}
-        ranked = await self._async_client_for_running_loop().rank(
+        ranked = await self._async_ranking_client().rank(
             call.query, call.passages, top_n=call.top_k, score_threshold=call.score_threshold
         )
         return {"documents": call.scored(ranked)}
