@@ -103,6 +103,7 @@ def test_pipeline_reranks_more_candidates_than_one_batch_holds(
     pipeline = rag_pipeline(ranker)
 
     result = pipeline.run(pipeline_inputs(), include_outputs_from={"retriever"})
+    pipeline.close()
 
     candidates = result["retriever"]["documents"]
     assert len(candidates) > 3 * 4  # several batches' worth
@@ -114,7 +115,9 @@ def test_pipeline_reranks_more_candidates_than_one_batch_holds(
     ranked = result["ranker"]["documents"]
     expected = expected_ranking(QUERY, candidates, 5)
     assert [d.id for d in ranked] == [d.id for d in expected]
-    assert [d.score for d in ranked] == pytest.approx([score(QUERY, d.content) for d in expected])
+    assert [d.score for d in ranked] == pytest.approx(
+        [score(QUERY, d.content or "") for d in expected]
+    )
     # The retriever's BM25 scores are left on its own Documents.
     retrieved = {d.id: d.score for d in candidates}
     assert all(retrieved[d.id] != d.score for d in ranked)
@@ -139,6 +142,7 @@ def test_pipeline_yaml_round_trip_keeps_every_parameter_and_runs(
     )
     pipeline = rag_pipeline(ranker)
     before = pipeline.run(pipeline_inputs())["ranker"]["documents"]
+    pipeline.close()
 
     yaml_text = pipeline.dumps()
     assert "NIMRanker" in yaml_text
@@ -150,6 +154,7 @@ def test_pipeline_yaml_round_trip_keeps_every_parameter_and_runs(
 
     ranking_server.reset()
     after = loaded.run(pipeline_inputs())["ranker"]["documents"]
+    loaded.close()
     assert after == before
     assert len(after) == 3
     assert ranking_requests(ranking_server)  # the loaded pipeline really asked the server
@@ -162,6 +167,7 @@ def test_yaml_holds_the_key_reference_not_the_key(
     monkeypatch.setenv("NVIDIA_API_KEY", fake_key)
     pipeline = rag_pipeline(NIMRanker(api_url=ranking_server.url))
     pipeline.run(pipeline_inputs())
+    pipeline.close()
     yaml_text = pipeline.dumps()
     assert fake_key not in yaml_text
     assert "NVIDIA_API_KEY" in yaml_text
@@ -301,6 +307,7 @@ def test_with_sigmoid_scores_a_threshold_still_drops_documents_without_content(
     ranked = ranker.run(QUERY, documents)["documents"]
     ranker.close()
     assert [d.content for d in ranked] == ["Rome is the capital of Italy."]
+    assert ranked[0].score is not None
     assert 0.0 < ranked[0].score < 0.5  # a sigmoid of the no-match logit
 
 

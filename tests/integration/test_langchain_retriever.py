@@ -13,10 +13,14 @@ LangChain 1.0 the ``langchain`` package no longer has retrievers).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import gc
 import hashlib
 import math
 import runpy
-from collections.abc import AsyncIterator, Callable
+import warnings
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -266,6 +270,46 @@ async def test_rerank_answers_in_jina_reranks_shape(kind: str, make_reranker: Ma
         result = await reranker.arerank(documents, QUERY)
     expected = sorted(range(3), key=lambda i: -score(QUERY, texts[i]))[:2]
     assert result == [{"index": i, "relevance_score": score(QUERY, texts[i])} for i in expected]
+
+
+# -- event loops and closing -----------------------------------------------------
+
+
+@contextlib.contextmanager
+def no_unclosed_connections() -> Iterator[None]:
+    """Fail if a socket or transport opened inside is left for the garbage collector."""
+    gc.collect()  # earlier tests' garbage is not this block's
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        yield
+        gc.collect()  # what nobody closed warns when it is collected
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
+
+
+def test_one_reranker_ranks_in_two_event_loops_and_aclose_releases_each_loops_connections(
+    ranking_server: RankingServer,
+) -> None:
+    candidates = corpus(CANDIDATES)
+
+    def rank_in_two_loops() -> list[list[Document]]:
+        reranker = NIMRerank(base_url=ranking_server.url, top_n=TOP_N, max_batch_size=BATCH)
+
+        async def rank_and_close() -> list[Document]:
+            try:
+                return list(await reranker.acompress_documents(candidates, QUERY))
+            finally:
+                await reranker.aclose()
+
+        # Each asyncio.run is a new loop: the first loop's connections are unusable
+        # in the second, and can only be closed from the first.
+        return [asyncio.run(rank_and_close()), asyncio.run(rank_and_close())]
+
+    with no_unclosed_connections():
+        first, second = rank_in_two_loops()  # the reranker is garbage once it returns
+    expected = best_by_score(candidates, TOP_N)
+    for result in (first, second):
+        assert [(doc.page_content, doc.metadata["relevance_score"]) for doc in result] == expected
+    assert len(ranking_requests(ranking_server)) == 2 * math.ceil(CANDIDATES / BATCH)
 
 
 # -- the example ------------------------------------------------------------------------

@@ -399,26 +399,42 @@ async def test_one_async_client_serves_every_call_on_a_loop(fake_clients: None) 
     assert FakeAsyncRankingClient.instances[0].options == _sync_fake().options
 
 
-def test_each_event_loop_gets_its_own_async_client(fake_clients: None) -> None:
+def test_one_async_client_serves_every_event_loop(fake_clients: None) -> None:
+    # The client keeps a connection pool per event loop, so a second asyncio.run
+    # needs no second client (tests/integration checks the real one).
     reranker = NIMRerank(base_url=LOCAL)
     asyncio.run(reranker.acompress_documents(_documents(), "q"))
     asyncio.run(reranker.acompress_documents(_documents(), "q"))
+    (async_client,) = FakeAsyncRankingClient.instances
+    first, second = async_client.loops
+    assert first is not second
+
+
+def test_client_option_assigned_later_gets_a_new_async_client_too(fake_clients: None) -> None:
+    reranker = NIMRerank(base_url=LOCAL)
+    asyncio.run(reranker.acompress_documents(_documents(), "q"))
+    reranker.max_batch_size = 4
+    asyncio.run(reranker.acompress_documents(_documents(), "q"))
     first, second = FakeAsyncRankingClient.instances
-    assert first.loops[0] is not second.loops[0]
-    # The first loop's client (which holds its finished loop) was let go.
-    remaining: list[object] = list(reranker._async_clients.values())
-    assert remaining == [second]
+    assert (len(first.calls), len(second.calls)) == (1, 1)
+    assert second.options == _sync_fake().options
+    assert second.options["max_batch_size"] == 4
 
 
-async def test_aclose_closes_the_loops_async_client_and_the_sync_one(fake_clients: None) -> None:
+async def test_aclose_closes_the_async_client_and_the_sync_one(fake_clients: None) -> None:
     reranker = NIMRerank(base_url=LOCAL)
     await reranker.acompress_documents(_documents(), "q")
     await reranker.aclose()
     assert FakeAsyncRankingClient.instances[0].closed
     assert _sync_fake().closed
-    # Usable again afterwards: fresh clients are built.
+    # Usable again afterwards: the async client reopens by itself, the closed
+    # sync client is replaced.
     await reranker.acompress_documents(_documents(), "q")
-    assert len(FakeAsyncRankingClient.instances) == 2
+    reranker.compress_documents(_documents(), "q")
+    assert len(FakeAsyncRankingClient.instances) == 1
+    assert len(FakeAsyncRankingClient.instances[0].calls) == 2
+    assert len(FakeRankingClient.instances) == 2
+    assert _sync_fake().calls
 
 
 # -- rerank (JinaRerank's shape) ----------------------------------------------------

@@ -8,7 +8,8 @@ concurrency, retries and errors all live there), and the ranking becomes new
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any, Literal
 
 from llama_index.core.bridge.pydantic import (
@@ -265,9 +266,7 @@ class NIMRerank(BaseNodePostprocessor):
         query_bundle: QueryBundle | None = None,
     ) -> list[NodeWithScore]:
         query = _query_text(query_bundle)
-        dispatcher.event(self._start_event(nodes, query_bundle))
-        reranked: list[NodeWithScore] = []
-        try:
+        with self._rerank(nodes, query_bundle) as outcome:
             if nodes:
                 try:
                     ranking = self._client.rank(
@@ -277,16 +276,10 @@ class NIMRerank(BaseNodePostprocessor):
                         score_threshold=self.score_threshold,
                     )
                 except RankingError as error:
-                    if self.on_error == "raise":
-                        raise
-                    reranked = self._passthrough(nodes, error)
+                    outcome.failed(error)
                 else:
-                    reranked = self._rescored(nodes, ranking)
-        finally:
-            # One end event for every start event: after an empty input and
-            # after an error too, so traces never show a rerank still running.
-            dispatcher.event(ReRankEndEvent(nodes=reranked))
-        return reranked
+                    outcome.ranked(ranking)
+        return outcome.nodes
 
     @dispatcher.span
     async def _apostprocess_nodes(
@@ -295,9 +288,7 @@ class NIMRerank(BaseNodePostprocessor):
         query_bundle: QueryBundle | None = None,
     ) -> list[NodeWithScore]:
         query = _query_text(query_bundle)
-        dispatcher.event(self._start_event(nodes, query_bundle))
-        reranked: list[NodeWithScore] = []
-        try:
+        with self._rerank(nodes, query_bundle) as outcome:
             if nodes:
                 try:
                     ranking = await self._async_client.rank(
@@ -307,14 +298,24 @@ class NIMRerank(BaseNodePostprocessor):
                         score_threshold=self.score_threshold,
                     )
                 except RankingError as error:
-                    if self.on_error == "raise":
-                        raise
-                    reranked = self._passthrough(nodes, error)
+                    outcome.failed(error)
                 else:
-                    reranked = self._rescored(nodes, ranking)
+                    outcome.ranked(ranking)
+        return outcome.nodes
+
+    @contextmanager
+    def _rerank(
+        self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None
+    ) -> Iterator[_Outcome]:
+        """The events around one rerank, and what it returns (shared by both entry points)."""
+        dispatcher.event(self._start_event(nodes, query_bundle))
+        outcome = _Outcome(self, nodes)
+        try:
+            yield outcome
         finally:
-            dispatcher.event(ReRankEndEvent(nodes=reranked))
-        return reranked
+            # One end event for every start event: after an empty input and
+            # after an error too, so traces never show a rerank still running.
+            dispatcher.event(ReRankEndEvent(nodes=outcome.nodes))
 
     # -- closing ---------------------------------------------------------------
 
@@ -376,6 +377,23 @@ class NIMRerank(BaseNodePostprocessor):
             top_n=len(nodes) if self.top_n is None else self.top_n,
             model_name=self.model,
         )
+
+
+class _Outcome:
+    """The nodes one rerank returns: the ranking, or what ``on_error`` says on failure."""
+
+    def __init__(self, owner: NIMRerank, nodes: list[NodeWithScore]) -> None:
+        self._owner = owner
+        self._input = nodes
+        self.nodes: list[NodeWithScore] = []
+
+    def ranked(self, ranking: Sequence[RankedPassage]) -> None:
+        self.nodes = self._owner._rescored(self._input, ranking)
+
+    def failed(self, error: RankingError) -> None:
+        if self._owner.on_error == "raise":
+            raise error
+        self.nodes = self._owner._passthrough(self._input, error)
 
 
 def _query_text(query_bundle: QueryBundle | None) -> str:
