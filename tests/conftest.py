@@ -1,16 +1,23 @@
 """Fixtures shared by the whole suite: the embedded server, the fault server,
-instant retries, and clients of either kind (sync/async) for either protocol."""
+instant retries, clients of either kind (sync/async) for either protocol, and
+handlers watching LlamaIndex's instrumentation."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 import faultserver
 from nimrank import RetryPolicy
 from nimrank.server import RankingServer
+
+if TYPE_CHECKING:
+    from llama_index.core.instrumentation.span_handlers import SimpleSpanHandler
+
+    from llama_index_events import Recorder
 
 # Haystack reads this when it is first imported (never by this file): no
 # telemetry from tests, whichever test module imports it first.
@@ -65,3 +72,35 @@ async def make_client(client_kind: str) -> AsyncIterator[Callable[..., faultserv
     yield make
     for client in made:
         await client.close()
+
+
+# -- LlamaIndex instrumentation (tests/llama_index_events.py) ----------------------
+# llama_index is imported inside these fixtures, not at the top of this file: every
+# test loads this file, and only the LlamaIndex tests need llama_index.
+
+
+@pytest.fixture
+def recorder() -> Iterator[Recorder]:
+    """A ``Recorder`` on LlamaIndex's root dispatcher: every event of the test."""
+    from llama_index.core.instrumentation import get_dispatcher  # type: ignore[attr-defined]
+
+    from llama_index_events import Recorder
+
+    root = get_dispatcher()
+    handler = Recorder()
+    root.add_event_handler(handler)
+    yield handler
+    root.event_handlers.remove(handler)
+
+
+@pytest.fixture
+def spans() -> Iterator[SimpleSpanHandler]:
+    """A ``SimpleSpanHandler`` on LlamaIndex's root dispatcher: every span of the test."""
+    from llama_index.core.instrumentation import get_dispatcher  # type: ignore[attr-defined]
+    from llama_index.core.instrumentation.span_handlers import SimpleSpanHandler
+
+    root = get_dispatcher()
+    handler = SimpleSpanHandler()
+    root.add_span_handler(handler)
+    yield handler
+    root.span_handlers.remove(handler)

@@ -14,12 +14,8 @@ import os
 os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "False")
 
 import asyncio
-import contextlib
-import gc
 import math
 import runpy
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +26,7 @@ from haystack.core.errors import PipelineRuntimeError
 from haystack.document_stores.in_memory import InMemoryDocumentStore
 
 from haystack_integrations.components.rankers.nimrank import NIMRanker
+from leaks import no_unclosed_connections
 from nimrank import BadRequestError, ServerError
 from nimrank.server import RankingServer, score
 
@@ -196,17 +193,6 @@ async def test_pipeline_run_async_ranks_through_run_async_alone(
     assert len(ranking_requests(ranking_server)) == math.ceil(len(candidates) / 4) > 1
     expected = expected_ranking(QUERY, candidates, 5)
     assert [d.id for d in result["ranker"]["documents"]] == [d.id for d in expected]
-
-
-@contextlib.contextmanager
-def no_unclosed_connections() -> Iterator[None]:
-    """Fail if a socket or transport opened inside is left for the garbage collector."""
-    gc.collect()  # earlier tests' garbage is not this block's
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ResourceWarning)
-        yield
-        gc.collect()  # what nobody closed warns when it is collected
-    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
 
 
 def test_one_loaded_pipeline_runs_async_in_two_event_loops_and_closes_each(

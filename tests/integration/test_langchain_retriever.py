@@ -14,13 +14,10 @@ LangChain 1.0 the ``langchain`` package no longer has retrievers).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import gc
 import hashlib
 import math
 import runpy
-import warnings
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +29,7 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.vectorstores import InMemoryVectorStore
 
 from langchain_nimrank import NIMRerank
+from leaks import no_unclosed_connections
 from nimrank import BadRequestError
 from nimrank.server import RankingServer, score, sigmoid
 
@@ -273,17 +271,6 @@ async def test_rerank_answers_in_jina_reranks_shape(kind: str, make_reranker: Ma
 
 
 # -- event loops and closing -----------------------------------------------------
-
-
-@contextlib.contextmanager
-def no_unclosed_connections() -> Iterator[None]:
-    """Fail if a socket or transport opened inside is left for the garbage collector."""
-    gc.collect()  # earlier tests' garbage is not this block's
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ResourceWarning)
-        yield
-        gc.collect()  # what nobody closed warns when it is collected
-    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
 
 
 def test_one_reranker_ranks_in_two_event_loops_and_aclose_releases_each_loops_connections(

@@ -12,31 +12,26 @@ from __future__ import annotations
 import logging
 import math
 import socket
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-import vcr  # type: ignore[import-untyped]
 from llama_index.core import Document, VectorStoreIndex
 from llama_index.core.base.base_query_engine import BaseQueryEngine
 from llama_index.core.base.response.schema import Response
-from llama_index.core.bridge.pydantic import Field
 from llama_index.core.embeddings import MockEmbedding
-from llama_index.core.instrumentation import get_dispatcher  # type: ignore[attr-defined]
-from llama_index.core.instrumentation.event_handlers import BaseEventHandler
-from llama_index.core.instrumentation.events import BaseEvent
 from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
 from llama_index.core.instrumentation.span_handlers import SimpleSpanHandler
 from llama_index.core.llms import MockLLM
 from llama_index.core.schema import MetadataMode, NodeWithScore, TextNode
 
+from cassette_replay import CASSETTES, REPLAY
 from faultserver import FaultServer, drop_connection, error, passages_include
 from llama_index.postprocessor.nimrank import NIMRerank
+from llama_index_events import Recorder
 from nimrank import RetryPolicy, ServerError
 from nimrank.server import RankingServer, score
+from seed_examples import NVIDIA_RERANK_PASSAGES, QUERY
 
-QUERY = "What is the GPU memory bandwidth of H100 SXM?"
 CANDIDATES = 10
 MAX_BATCH_SIZE = 4  # 10 candidates -> batches of 4, 4 and 2
 TOP_N = 3
@@ -55,29 +50,8 @@ TEXTS = [
     "Our cafeteria serves soup on Fridays.",
 ]
 
-CASSETTES = Path(__file__).resolve().parents[2] / "cassettes"
 HOSTED_CASSETTE = "llama_index_hosted_rerank.yaml"
 FAKE_KEY = "nvapi-fake-llama-index-cassette-key"  # not a real key
-REPLAY = vcr.VCR(
-    cassette_library_dir=str(CASSETTES),
-    record_mode="none",
-    match_on=["method", "uri", "body"],
-    filter_headers=["authorization"],
-)
-# The LangChain NVIDIARerank example (seed 000), as in the cassette.
-HOSTED_PASSAGES = [
-    "The Hopper GPU is paired with the Grace CPU using NVIDIA's ultra-fast chip-to-chip "
-    "interconnect, delivering 900GB/s of bandwidth, 7X faster than PCIe Gen5. This innovative "
-    "design will deliver up to 30X higher aggregate system memory bandwidth to the GPU compared "
-    "to today's fastest servers and up to 10X higher performance for applications running "
-    "terabytes of data.",
-    "A100 provides up to 20X higher performance over the prior generation and can be "
-    "partitioned into seven GPU instances to dynamically adjust to shifting demands. The A100 "
-    "80GB debuts the world's fastest memory bandwidth at over 2 terabytes per second (TB/s) to "
-    "run the largest models and datasets.",
-    "Accelerated servers with H100 deliver the compute power\u2014along with 3 terabytes per "
-    "second (TB/s) of memory bandwidth per GPU and scalability with NVLink and NVSwitch\u2122.",
-]
 
 
 @pytest.fixture(autouse=True)
@@ -117,38 +91,6 @@ async def ask(engine: BaseQueryEngine, kind: str) -> Response:
 
 def embed_text(item: NodeWithScore) -> str:
     return item.node.get_content(metadata_mode=MetadataMode.EMBED)
-
-
-class Recorder(BaseEventHandler):
-    """Keeps the rerank events it sees."""
-
-    events: list[BaseEvent] = Field(default_factory=list)
-
-    @classmethod
-    def class_name(cls) -> str:
-        return "Recorder"
-
-    def handle(self, event: BaseEvent, **kwargs: Any) -> None:
-        if isinstance(event, (ReRankStartEvent, ReRankEndEvent)):
-            self.events.append(event)
-
-
-@pytest.fixture
-def recorder() -> Iterator[Recorder]:
-    root = get_dispatcher()
-    handler = Recorder()
-    root.add_event_handler(handler)
-    yield handler
-    root.event_handlers.remove(handler)
-
-
-@pytest.fixture
-def spans() -> Iterator[SimpleSpanHandler]:
-    root = get_dispatcher()
-    handler = SimpleSpanHandler()
-    root.add_span_handler(handler)
-    yield handler
-    root.span_handlers.remove(handler)
 
 
 # -- the embedded server ----------------------------------------------------------------
@@ -204,7 +146,7 @@ async def test_the_rerank_is_visible_to_llama_index_instrumentation(
 
     response = await ask(engine_for(index, reranker), kind)
 
-    start, end = recorder.events
+    start, end = recorder.rerank_events()
     assert isinstance(start, ReRankStartEvent)
     assert isinstance(end, ReRankEndEvent)
     assert (len(start.nodes), start.top_n, start.model_name) == (
@@ -234,7 +176,7 @@ async def test_by_default_a_ranking_error_reaches_the_caller_typed(
     with pytest.raises(ServerError, match="overloaded"):
         await ask(engine_for(index, reranker), kind)
 
-    assert [type(event) for event in recorder.events] == [ReRankStartEvent, ReRankEndEvent]
+    assert [type(event) for event in recorder.rerank_events()] == [ReRankStartEvent, ReRankEndEvent]
     await reranker.aclose()
 
 
@@ -259,7 +201,7 @@ async def test_passthrough_answers_from_the_retrieval_order_when_the_ranker_fail
     assert [(item.node_id, item.score) for item in response.source_nodes] == kept
     assert "ServerError" in caplog.text
     assert "overloaded" in caplog.text
-    end = recorder.events[-1]
+    end = recorder.rerank_events()[-1]
     assert isinstance(end, ReRankEndEvent)
     assert [n.node_id for n in end.nodes] == [node_id for node_id, _ in kept]
     await reranker.aclose()
@@ -320,7 +262,7 @@ async def test_hosted_catalog_request_and_ranking_match_the_cassette(kind: str) 
             ),
             score=0.5,
         )
-        for i, text in enumerate(HOSTED_PASSAGES)
+        for i, text in enumerate(NVIDIA_RERANK_PASSAGES)
     ]
 
     with REPLAY.use_cassette(HOSTED_CASSETTE) as cassette:

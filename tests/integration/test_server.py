@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,21 +22,9 @@ import pytest
 
 from nimrank.cli import main
 from nimrank.server import MODEL_DESCRIPTION, RankingServer, sigmoid
+from seed_examples import NVIDIA_RERANK_PASSAGES as SEED_PASSAGES
+from seed_examples import QUERY as SEED_QUERY
 
-SEED_QUERY = "What is the GPU memory bandwidth of H100 SXM?"
-SEED_PASSAGES = [
-    "The Hopper GPU is paired with the Grace CPU using NVIDIA's ultra-fast chip-to-chip "
-    "interconnect, delivering 900GB/s of bandwidth, 7X faster than PCIe Gen5. This innovative "
-    "design will deliver up to 30X higher aggregate system memory bandwidth to the GPU compared "
-    "to today's fastest servers and up to 10X higher performance for applications running "
-    "terabytes of data.",
-    "A100 provides up to 20X higher performance over the prior generation and can be "
-    "partitioned into seven GPU instances to dynamically adjust to shifting demands. The A100 "
-    "80GB debuts the world's fastest memory bandwidth at over 2 terabytes per second (TB/s) to "
-    "run the largest models and datasets.",
-    "Accelerated servers with H100 deliver the compute power—along with 3 terabytes per second "
-    "(TB/s) of memory bandwidth per GPU and scalability with NVLink and NVSwitch™.",
-]
 URL_LINE = re.compile(r"listening on (http://\S+/v1) \(lexical BM25 stand-in\)")
 
 
@@ -105,7 +93,7 @@ def test_ranking_breaks_ties_by_index(client: httpx.Client) -> None:
 
 
 def test_ranking_scores_do_not_depend_on_the_batch(client: httpx.Client) -> None:
-    def logits(passages: list[str]) -> dict[str, float]:
+    def logits(passages: Sequence[str]) -> dict[str, float]:
         body = nim_body(passages=[{"text": text} for text in passages])
         rankings = client.post("/ranking", json=body).json()["rankings"]
         return {passages[r["index"]]: r["logit"] for r in rankings}

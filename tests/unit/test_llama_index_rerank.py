@@ -16,10 +16,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from llama_index.core.bridge.pydantic import Field
-from llama_index.core.instrumentation import get_dispatcher  # type: ignore[attr-defined]
-from llama_index.core.instrumentation.event_handlers import BaseEventHandler
-from llama_index.core.instrumentation.events import BaseEvent
 from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
 from llama_index.core.instrumentation.span_handlers import SimpleSpanHandler
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
@@ -27,6 +23,7 @@ from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, Te
 
 import nimrank
 from llama_index.postprocessor.nimrank import NIMRerank
+from llama_index_events import Recorder
 from nimrank import (
     AsyncRankingClient,
     MissingAPIKeyError,
@@ -34,17 +31,11 @@ from nimrank import (
     RankingConnectionError,
 )
 from nimrank.server import RankingServer, score
+from seed_examples import LITELLM_DOCUMENTS, QUERY
 
 FAKE_KEY = "nvapi-fake-key-for-tests-0123456789"  # not a real key
-QUERY = "What is the GPU memory bandwidth of H100 SXM?"
-PASSAGES = [
-    "The Hopper GPU is paired with the Grace CPU using NVIDIA's ultra-fast chip-to-chip "
-    "interconnect, delivering 900GB/s of bandwidth.",
-    "A100 provides up to 20X higher performance over the prior generation.",
-    "Accelerated servers with H100 deliver 3 terabytes per second (TB/s) of memory "
-    "bandwidth per GPU.",
-    "Bananas are rich in potassium.",
-]
+# The LiteLLM example's documents, and one that matches no word of the query.
+PASSAGES = [*LITELLM_DOCUMENTS, "Bananas are rich in potassium."]
 
 
 def make_nodes(texts: list[str], **metadata: Any) -> list[NodeWithScore]:
@@ -69,40 +60,6 @@ def reranker(ranking_server: RankingServer) -> Iterator[NIMRerank]:
     rerank = NIMRerank(base_url=ranking_server.url)
     yield rerank
     rerank.close()
-
-
-class Recorder(BaseEventHandler):
-    """Keeps every instrumentation event it sees."""
-
-    events: list[BaseEvent] = Field(default_factory=list)
-
-    @classmethod
-    def class_name(cls) -> str:
-        return "Recorder"
-
-    def handle(self, event: BaseEvent, **kwargs: Any) -> None:
-        self.events.append(event)
-
-    def rerank_events(self) -> list[BaseEvent]:
-        return [e for e in self.events if isinstance(e, (ReRankStartEvent, ReRankEndEvent))]
-
-
-@pytest.fixture
-def recorder() -> Iterator[Recorder]:
-    root = get_dispatcher()
-    handler = Recorder()
-    root.add_event_handler(handler)
-    yield handler
-    root.event_handlers.remove(handler)
-
-
-@pytest.fixture
-def spans() -> Iterator[SimpleSpanHandler]:
-    root = get_dispatcher()
-    handler = SimpleSpanHandler()
-    root.add_span_handler(handler)
-    yield handler
-    root.span_handlers.remove(handler)
 
 
 # -- construction -------------------------------------------------------------------

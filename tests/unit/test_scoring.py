@@ -21,27 +21,8 @@ from nimrank.server.scoring import (
     term_weight,
     tokenize,
 )
-
-# The LangChain NVIDIARerank example (seeds/000_*.txt).
-SEED_QUERY = "What is the GPU memory bandwidth of H100 SXM?"
-HOPPER = (
-    "The Hopper GPU is paired with the Grace CPU using NVIDIA's ultra-fast chip-to-chip "
-    "interconnect, delivering 900GB/s of bandwidth, 7X faster than PCIe Gen5. This innovative "
-    "design will deliver up to 30X higher aggregate system memory bandwidth to the GPU compared "
-    "to today's fastest servers and up to 10X higher performance for applications running "
-    "terabytes of data."
-)
-A100 = (
-    "A100 provides up to 20X higher performance over the prior generation and can be "
-    "partitioned into seven GPU instances to dynamically adjust to shifting demands. The A100 "
-    "80GB debuts the world's fastest memory bandwidth at over 2 terabytes per second (TB/s) to "
-    "run the largest models and datasets."
-)
-H100 = (
-    "Accelerated servers with H100 deliver the compute power—along with 3 terabytes per second "
-    "(TB/s) of memory bandwidth per GPU and scalability with NVLink and NVSwitch™."
-)
-SEED_PASSAGES = [HOPPER, A100, H100]
+from seed_examples import NVIDIA_RERANK_PASSAGES as SEED_PASSAGES
+from seed_examples import QUERY as SEED_QUERY
 
 MAX_LOGIT = LOGIT_SCALE * (K1 + 1.0) + NO_MATCH_LOGIT
 
