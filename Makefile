@@ -27,8 +27,13 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest -q
 
+# -m on the command line replaces the marker filter in pyproject's addopts;
+# -s prints the soak's figures.
 soak: $(STAMP)
-	$(BIN)/python -m pytest -q -m soak -o addopts='' tests/integration
+	$(BIN)/python -m pytest -q -s -m soak tests/integration/test_soak.py
+
+interop: $(PEERS_STAMP)
+	$(PEERS)/bin/python -m pytest -q -m interop tests/interop
 
 # NVIDIA's and LiteLLM's clients pin their own framework versions: they live in
 # a virtualenv of their own so they never disturb .venv (and `make test`).

@@ -208,6 +208,10 @@ class _BaseClient:
             "follow_redirects": True,
         }
 
+    def _redact(self, text: str) -> str:
+        """``text`` without the key: a server that echoes headers must not leak it."""
+        return text.replace(self._key, "***") if self._key else text
+
     # -- one rank call ------------------------------------------------------
 
     def _prepare(
@@ -248,7 +252,7 @@ class _BaseClient:
         except (MalformedResponse, ValueError) as exc:
             raise errors.ResponseFormatError(
                 f"Unusable response from {request.url} for {request.what}: {exc}. "
-                f"Body starts: {response.text[:200]!r}",
+                f"Body starts: {self._redact(response.text)[:200]!r}",
                 url=request.url,
                 passages=request.passages,
             ) from None
@@ -312,10 +316,7 @@ class _BaseClient:
         status = response.status_code
         if 200 <= status < 300:
             return None
-        message = server_message(response.text)
-        if self._key and self._key in message:
-            # A server that echoes the request's headers must not leak the key.
-            message = message.replace(self._key, "***")
+        message = server_message(self._redact(response.text))
         error_class, hint = _classify(status)
         reason = response.reason_phrase or "error"
         error = error_class(

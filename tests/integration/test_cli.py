@@ -148,6 +148,19 @@ def test_the_console_script_behaves_like_python_dash_m(
     assert lines(by_script.stdout) == client_ranking(server, PASSAGES)
 
 
+def test_the_cohere_protocol_ranks_in_the_same_order(
+    server: RankingServer, jsonl_file: Path
+) -> None:
+    args = ("rank", "--query", QUERY, "--input", str(jsonl_file), "--base-url", server.url)
+    cohere = nimrank(*args, "--protocol", "cohere")
+    assert cohere.returncode == 0, cohere.stderr
+    assert {r.path for r in server.requests} == {"/v1/rerank"}
+    nim = nimrank(*args)
+    assert [item["index"] for item in lines(cohere.stdout)] == [
+        item["index"] for item in lines(nim.stdout)
+    ]
+
+
 def test_top_n_keeps_the_best(server: RankingServer, jsonl_file: Path) -> None:
     result = nimrank(
         "rank",

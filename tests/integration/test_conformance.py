@@ -1,12 +1,13 @@
 """`nimrank serve` against NVIDIA's NIM ranking contract, fuzzed by schemathesis.
 
-The contract is the seed ``nim-ranking-openapi.yaml`` (kept in ``shared/seeds``
-beside the repository). Schemathesis generates schema-valid and schema-breaking
-requests for ``POST /v1/ranking`` and runs every one of its checks on each
-reply: no 5xx, replies match the response schema and status codes the contract
-lists, malformed requests are refused with a 4xx, a missing or wrong bearer
-token gets 401, an unsupported method gets 405 with ``Allow``. On top of those,
-every error must be a JSON body carrying the server's message.
+The contract is the seed ``nim-ranking-openapi.yaml``, vendored as
+``tests/contract/nim-ranking-openapi.yaml`` so this runs from any clone.
+Schemathesis generates schema-valid and schema-breaking requests for
+``POST /v1/ranking`` and runs every one of its checks on each reply: no 5xx,
+replies match the response schema and status codes the contract lists,
+malformed requests are refused with a 4xx, a missing or wrong bearer token gets
+401, an unsupported method gets 405 with ``Allow``. On top of those, every error
+must be a JSON body carrying the server's message.
 
 The contract says less than a real NIM enforces: it has no cap on passages, no
 ``additionalProperties: false`` and no ``minLength`` on the query. A real NIM
@@ -28,28 +29,20 @@ from typing import Any
 
 import httpx
 import pytest
+import schemathesis
 import yaml
+from schemathesis import Case, GenerationMode, Response
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-schemathesis = pytest.importorskip("schemathesis", reason="schemathesis is a dev dependency")
-
-from schemathesis import Case, GenerationMode, Response  # noqa: E402
-from schemathesis.specs.openapi.checks import positive_data_acceptance  # noqa: E402
-
-from nimrank.server import RankingServer  # noqa: E402
+from nimrank.server import RankingServer
 
 REPO = Path(__file__).resolve().parents[2]
-CONTRACT = REPO.parent / "shared" / "seeds" / "nim-ranking-openapi.yaml"
+CONTRACT = REPO / "tests" / "contract" / "nim-ranking-openapi.yaml"
 # A fake key, never a real one: the server is started with it and requires it.
 FAKE_KEY = "nvapi-fake-conformance"
 MAX_PASSAGES = 512
 MAX_WORDS = 512
 NIM_FIELDS = {"model", "query", "passages", "truncate"}
-
-if not CONTRACT.is_file():
-    pytest.skip(
-        f"the NIM contract is not at {CONTRACT} (it lives in shared/seeds beside the repository)",
-        allow_module_level=True,
-    )
 
 CONFIG = {
     "auth": {"openapi": {"BearerAuth": {"bearer": FAKE_KEY}}},

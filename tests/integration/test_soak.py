@@ -52,12 +52,13 @@ from nimrank.server import RankingServer, score_passages
 
 # Fixed vocabulary: the scorer's stem cache fills in the first round, so a
 # later round's memory is comparable with the first one's.
-WORDS = (
+VOCABULARY = (
     "gpu memory bandwidth tensor core hopper ampere grace cpu interconnect nvlink pcie "
     "latency throughput cache kernel inference training batch model token context window "
     "rerank passage query retrieval vector index shard replica cluster node scheduler "
     "cake flour sugar oven recipe garden river mountain music guitar"
-).split()
+)
+WORDS = VOCABULARY.split()
 QUERIES = (
     "What is the GPU memory bandwidth of H100?",
     "how does nvlink interconnect compare with pcie",
@@ -103,6 +104,8 @@ class Figures:
     """What a soak run did, for the assertions and the README table."""
 
     calls: int = 0
+    kinds: Counter[str] = field(default_factory=Counter)  # calls by client kind
+    succeeded: int = 0
     passages: int = 0
     requests: int = 0
     faults: Counter[str] = field(default_factory=Counter)
@@ -116,9 +119,11 @@ class Figures:
         faults = ", ".join(f"{kind} {count}" for kind, count in sorted(self.faults.items()))
         failures = ", ".join(f"{kind} {count}" for kind, count in sorted(self.failures.items()))
         growth = (self.memory[-1] - self.memory[0]) / 1024 if len(self.memory) > 1 else 0.0
+        kinds = ", ".join(f"{kind} {count}" for kind, count in sorted(self.kinds.items()))
         rows = [
-            ("rank calls", f"{self.calls}"),
-            ("passages ranked", f"{self.passages}"),
+            ("rank calls", f"{self.calls} ({kinds})"),
+            ("calls that returned a full ranking", f"{self.succeeded}"),
+            ("passages returned, each checked", f"{self.passages}"),
             ("HTTP requests served", f"{self.requests}"),
             ("faults injected", f"{sum(self.faults.values())} ({faults})"),
             ("client retries", f"{self.retries}"),
@@ -234,7 +239,9 @@ def make_calls(plan: SoakPlan, rng: random.Random, round_number: int) -> list[Ca
 
 def expected_scores(query: str, passages: Sequence[str]) -> list[float]:
     scores = score_passages(query, passages)
-    return [score if text.strip() else -math.inf for score, text in zip(scores, passages)]
+    return [
+        score if text.strip() else -math.inf for score, text in zip(scores, passages, strict=True)
+    ]
 
 
 def batches(passages: Sequence[str]) -> int:
@@ -338,8 +345,9 @@ async def run_round(
         sync_impatient.close()
         pool.shutdown(wait=True)
 
-    for call, outcome in zip([*calls, doomed], outcomes):
+    for call, outcome in zip([*calls, doomed], outcomes, strict=True):
         figures.calls += 1
+        figures.kinds[call.kind] += 1
         if isinstance(outcome, BaseException):
             # A typed error, and only where one may happen.
             assert isinstance(outcome, RankingError), f"{call.name}: untyped {outcome!r}"
@@ -350,6 +358,7 @@ async def run_round(
         else:
             assert call.kind != "doomed", f"{call.name} should have failed"
             check_ranking(call, outcome)
+            figures.succeeded += 1
             figures.passages += len(call.passages)
     served = server.requests
     figures.requests += len(served)
@@ -389,6 +398,7 @@ async def soak(server: RankingServer, plan: SoakPlan, retries: RetryCounter) -> 
 def assert_soak_held(figures: Figures, plan: SoakPlan) -> None:
     calls_per_round = plan.async_calls + plan.thread_calls + 1
     assert figures.calls == plan.rounds * calls_per_round
+    assert figures.succeeded + sum(figures.failures.values()) == figures.calls
     assert figures.faults["reply past the timeout"] == plan.rounds * plan.too_slow_per_round
     # Each faulted request of a patient client was retried, and the doomed call
     # once per round. (More retries are fine: an honest reply can be late too.)
