@@ -21,14 +21,12 @@ import json
 import math
 import os
 import sys
-import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Any, Final, TextIO
+from collections.abc import Callable, Sequence
+from typing import Any, Final
 
-from nimrank import DEFAULT_MODEL, RankedPassage, RankingClient, errors
+from nimrank import DEFAULT_MODEL, RankingClient, errors
+from nimrank.passage_files import InputError, read_passages
+from nimrank.progress import progress_bar
 from nimrank.server import DEFAULT_MODEL_ID, serve
 from nimrank.validation import check_query
 
@@ -156,193 +154,7 @@ EXIT_CODES: Final = {
 }
 """What each exit code of ``nimrank rank`` and ``nimrank models`` means."""
 
-#: Keys of a JSON Lines object that hold the passage, tried in this order.
-TEXT_KEYS: Final = ("text", "content", "page_content")
-
 _FORMATS: Final = ("auto", "jsonl", "txt")
-_SUFFIX_FORMATS: Final = {".jsonl": "jsonl", ".ndjson": "jsonl", ".txt": "txt"}
-#: A progress bar appears only for a call still running after this long.
-_PROGRESS_AFTER_SECONDS: Final = 0.5
-_PROGRESS_TICK_SECONDS: Final = 0.1
-_BAR_WIDTH: Final = 30
-
-
-class InputError(Exception):
-    """The passages file cannot be read or parsed; the message says where."""
-
-
-def read_passages(
-    source: str, fmt: str = "auto", *, text_key: str | None = None, stdin: TextIO | None = None
-) -> list[str]:
-    """The passages of ``source`` (a path, or ``-`` for stdin), in order.
-
-    Formats: ``jsonl`` (one JSON string, or object with a ``text``, ``content``
-    or ``page_content`` field, or ``text_key``, per line) and ``txt`` (one
-    passage per line). Blank lines are skipped in both, so a passage's index is
-    its position among the passages, not its line number. ``auto`` goes by the
-    file's suffix (``.jsonl``/``.ndjson``, ``.txt``) and otherwise looks at the
-    first non-blank line: JSON string or object means ``jsonl``.
-
-    Raises:
-        InputError: unreadable file, a line that is not what the format says.
-    """
-    name = "stdin" if source == "-" else source
-    try:
-        if source == "-":
-            content = (stdin if stdin is not None else sys.stdin).read()
-        else:
-            content = Path(source).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"cannot read {name}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"cannot read {name}: it is a directory") from None
-    except UnicodeDecodeError as exc:
-        raise InputError(f"cannot read {name}: not UTF-8 text ({exc.reason})") from None
-    except OSError as exc:
-        raise InputError(f"cannot read {name}: {exc.strerror or exc}") from None
-    lines = [(number, line) for number, line in enumerate(content.splitlines(), 1) if line.strip()]
-    if fmt == "auto":
-        fmt = _SUFFIX_FORMATS.get(Path(source).suffix.lower(), "") if source != "-" else ""
-        fmt = fmt or _sniff(lines)
-    if fmt == "txt":
-        return [line for _, line in lines]
-    keys = (text_key,) if text_key else TEXT_KEYS
-    return [_jsonl_passage(line, number, name, keys) for number, line in lines]
-
-
-def _sniff(lines: list[tuple[int, str]]) -> str:
-    if not lines:
-        return "txt"
-    try:
-        first = json.loads(lines[0][1])
-    except ValueError:
-        return "txt"
-    return "jsonl" if isinstance(first, (str, dict)) else "txt"
-
-
-def _jsonl_passage(line: str, number: int, name: str, keys: Sequence[str]) -> str:
-    where = f"{name}, line {number}"
-    try:
-        value = json.loads(line)
-    except ValueError as exc:
-        raise InputError(
-            f"{where}: not valid JSON ({exc}); for plain text use a .txt file or --format txt"
-        ) from None
-    if isinstance(value, str):
-        return value
-    if not isinstance(value, dict):
-        raise InputError(
-            f"{where}: expected a JSON string or an object with a "
-            f"{' / '.join(repr(k) for k in keys)} field, got {type(value).__name__}"
-        )
-    for key in keys:
-        if key in value:
-            text = value[key]
-            if not isinstance(text, str):
-                raise InputError(f"{where}: field {key!r} must be a string")
-            return text
-    raise InputError(
-        f"{where}: no {' / '.join(repr(k) for k in keys)} field "
-        f"(fields: {', '.join(map(str, value)) or 'none'}); choose one with --text-key"
-    )
-
-
-class ProgressBar:
-    """A one-line progress bar on a terminal, drawn only once a call is slow.
-
-    Nothing is drawn during the first ``delay`` seconds, so quick calls stay
-    silent; after that a ticker thread redraws ``[####....] done/total
-    passages  3.2s`` in place. ``close`` erases the line.
-    """
-
-    def __init__(self, total: int, stream: TextIO, *, delay: float = _PROGRESS_AFTER_SECONDS):
-        self.total = total
-        self.done = 0
-        self._stream = stream
-        self._delay = delay
-        self._started = time.monotonic()
-        self._stop = threading.Event()
-        self._drawn = False
-        self._thread = threading.Thread(target=self._tick, name="nimrank-progress", daemon=True)
-        self._thread.start()
-
-    def advance(self, passages: int) -> None:
-        """Count ``passages`` more as ranked."""
-        self.done = min(self.total, self.done + passages)
-
-    def _tick(self) -> None:
-        if self._stop.wait(self._delay):
-            return
-        while not self._stop.is_set():
-            self._draw()
-            self._stop.wait(_PROGRESS_TICK_SECONDS)
-
-    def _draw(self) -> None:
-        share = self.done / self.total if self.total else 1.0
-        filled = round(_BAR_WIDTH * share)
-        elapsed = time.monotonic() - self._started
-        line = (
-            f"\r[{'#' * filled}{'.' * (_BAR_WIDTH - filled)}] "
-            f"{self.done}/{self.total} passages  {elapsed:.1f}s"
-        )
-        try:
-            self._stream.write(line)
-            self._stream.flush()
-        except (OSError, ValueError):
-            self._stop.set()  # the terminal went away; ranking goes on
-            return
-        self._drawn = True
-
-    def close(self) -> None:
-        """Stop drawing and erase the bar."""
-        self._stop.set()
-        self._thread.join()
-        if self._drawn:
-            try:
-                self._stream.write("\r\x1b[K")
-                self._stream.flush()
-            except (OSError, ValueError):
-                pass
-
-
-@contextmanager
-def _progress(total: int, enabled: bool) -> Iterator[ProgressBar | None]:
-    if not enabled:
-        yield None
-        return
-    bar = ProgressBar(total, sys.stderr)
-    try:
-        yield bar
-    finally:
-        bar.close()
-
-
-def _rank(
-    client: RankingClient,
-    query: str,
-    passages: list[str],
-    top_n: int | None,
-    bar: ProgressBar | None,
-) -> list[RankedPassage]:
-    """``client.rank``, or, with a progress bar, the same ranking in steps.
-
-    A step holds as many passages as the client sends at once
-    (``max_batch_size * max_concurrency``), so stepping costs at most the
-    wait for a step's slowest batch. Scores depend only on (query, passage),
-    so merging the steps by (score desc, index) gives the single call's order.
-    """
-    if bar is None:
-        return list(client.rank(query, passages, top_n=top_n))
-    if top_n == 0:
-        return []
-    step = client.max_batch_size * client.max_concurrency
-    merged: list[RankedPassage] = []
-    for start in range(0, len(passages), step):
-        for ranked in client.rank(query, passages[start : start + step]):
-            merged.append(RankedPassage(ranked.index + start, ranked.score, ranked.text))
-        bar.advance(min(step, len(passages) - start))
-    merged.sort(key=lambda ranked: (-ranked.score, ranked.index))
-    return merged if top_n is None else merged[:top_n]
 
 
 def _json_score(score: float) -> float | None:
@@ -417,12 +229,18 @@ def _run_rank(args: argparse.Namespace) -> int:
     def work() -> int:
         check_query(args.query)  # before reading a large input for nothing
         passages = read_passages(args.input, args.format, text_key=args.text_key)
+        # Off when stderr is a file or a pipe: CI logs stay clean.
         show_progress = sys.stderr.isatty() and len(passages) > 0
         with (
             RankingClient(**_client_options(args)) as client,
-            _progress(len(passages), show_progress) as bar,
+            progress_bar(len(passages), show_progress) as bar,
         ):
-            ranking = _rank(client, args.query, passages, args.top_n, bar)
+            ranking = client.rank(
+                args.query,
+                passages,
+                top_n=args.top_n,
+                progress=bar.update if bar is not None else None,
+            )
         out = sys.stdout
         for ranked in ranking:
             line = {"index": ranked.index, "score": _json_score(ranked.score), "text": ranked.text}

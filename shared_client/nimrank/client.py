@@ -80,15 +80,38 @@ class _Failure:
     retry_after: str | None = None
 
 
+#: ``progress(scored, total)``: texts scored so far, of the texts the call sends.
+ProgressCallback = Callable[[int, int], None]
+
+
 class _Call:
     """The state of one ``rank`` call."""
 
-    def __init__(self, plan: Plan, top_n: int | None, score_threshold: float | None) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        top_n: int | None,
+        score_threshold: float | None,
+        progress: ProgressCallback | None,
+    ) -> None:
         self.plan = plan
         self.top_n = top_n
         self.score_threshold = score_threshold
         # Set once a batch has failed for good: the others stop retrying.
         self.abandoned = False
+        self._progress = progress
+        self._scored = 0
+        # The sync client's batches finish on worker threads.
+        self._lock = threading.Lock()
+
+    def batch_scored(self, size: int) -> None:
+        """Count a batch of ``size`` texts as scored and tell the progress callback."""
+        if self._progress is None:
+            return
+        with self._lock:
+            self._scored += size
+            scored = self._scored
+        self._progress(scored, len(self.plan.segments))
 
 
 class _BaseClient:
@@ -220,6 +243,7 @@ class _BaseClient:
         passages: Sequence[str],
         top_n: int | None,
         score_threshold: float | _Unset | None,
+        progress: ProgressCallback | None,
     ) -> _Call:
         check_query(query)
         texts = check_passages(passages)
@@ -228,8 +252,10 @@ class _BaseClient:
             score_threshold = self.score_threshold
         elif score_threshold is not None:
             check_number("score_threshold", score_threshold)
+        if progress is not None and not callable(progress):
+            raise TypeError(f"progress must be a callable or None, got {progress!r}")
         plan = plan_batches(texts, self.max_batch_size, self._passage_options)
-        return _Call(plan, top_n, score_threshold)
+        return _Call(plan, top_n, score_threshold, progress)
 
     def _batch_request(self, call: _Call, query: str, batch: int) -> _Request:
         plan = call.plan
@@ -246,9 +272,11 @@ class _BaseClient:
             size=len(texts),
         )
 
-    def _batch_scores(self, request: _Request, response: httpx.Response) -> list[float]:
+    def _batch_scores(
+        self, call: _Call, request: _Request, response: httpx.Response
+    ) -> list[float]:
         try:
-            return self._wire.parse_response(response.json(), request.size)
+            scores = self._wire.parse_response(response.json(), request.size)
         except (MalformedResponse, ValueError) as exc:
             raise errors.ResponseFormatError(
                 f"Unusable response from {request.url} for {request.what}: {exc}. "
@@ -256,6 +284,8 @@ class _BaseClient:
                 url=request.url,
                 passages=request.passages,
             ) from None
+        call.batch_scored(request.size)
+        return scores
 
     def _finish(self, call: _Call, batch_scores: Sequence[list[float]]) -> list[RankedPassage]:
         segment_scores = [score for scores in batch_scores for score in scores]
@@ -406,6 +436,7 @@ class RankingClient(_BaseClient):
         *,
         top_n: int | None = None,
         score_threshold: float | _Unset | None = UNSET,
+        progress: ProgressCallback | None = None,
     ) -> list[RankedPassage]:
         """Rank ``passages`` against ``query``, best first.
 
@@ -415,6 +446,9 @@ class RankingClient(_BaseClient):
             top_n: return only the best ``top_n`` (``None``: all of them).
             score_threshold: drop passages scoring below it (after the score
                 transform); default: the client's ``score_threshold``.
+            progress: called as ``progress(scored, total)`` each time a batch
+                is scored, counting the distinct texts sent (input passages,
+                or their windows with chunking); possibly from a worker thread.
 
         Returns:
             One ``RankedPassage`` per input passage (before ``top_n`` and the
@@ -424,7 +458,7 @@ class RankingClient(_BaseClient):
         Raises:
             RankingError: a subclass saying what failed (see ``nimrank.errors``).
         """
-        call = self._prepare(query, passages, top_n, score_threshold)
+        call = self._prepare(query, passages, top_n, score_threshold, progress)
         if call.top_n == 0:
             return []
         batches = range(len(call.plan.batches))
@@ -432,7 +466,7 @@ class RankingClient(_BaseClient):
         def rank_batch(batch: int) -> list[float]:
             request = self._batch_request(call, query, batch)
             try:
-                return self._batch_scores(request, self._send(request, call))
+                return self._batch_scores(call, request, self._send(request, call))
             except BaseException:
                 # Whatever the failure (a 401, a malformed body), the other
                 # batches stop retrying: the call has failed.
@@ -540,9 +574,13 @@ class AsyncRankingClient(_BaseClient):
         *,
         top_n: int | None = None,
         score_threshold: float | _Unset | None = UNSET,
+        progress: ProgressCallback | None = None,
     ) -> list[RankedPassage]:
-        """Rank ``passages`` against ``query``, best first (see ``RankingClient.rank``)."""
-        call = self._prepare(query, passages, top_n, score_threshold)
+        """Rank ``passages`` against ``query``, best first (see ``RankingClient.rank``).
+
+        ``progress`` is called on the event loop's thread.
+        """
+        call = self._prepare(query, passages, top_n, score_threshold, progress)
         if call.top_n == 0:
             return []
         in_flight = asyncio.Semaphore(self.max_concurrency)
@@ -551,7 +589,7 @@ class AsyncRankingClient(_BaseClient):
             request = self._batch_request(call, query, batch)
             async with in_flight:
                 response = await self._send(request, call)
-            return self._batch_scores(request, response)
+            return self._batch_scores(call, request, response)
 
         batches = range(len(call.plan.batches))
         if len(batches) <= 1:

@@ -12,6 +12,7 @@ a call returns.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 from collections.abc import Callable, Sequence
 
@@ -89,6 +90,35 @@ async def test_batches_of_seven_send_each_passage_once_in_fifteen_requests(
     assert len(sizes) == 15
     assert max(sizes) == 7
     assert sorted(fault_server.sent_passages()) == sorted(passages)
+
+
+async def test_progress_counts_each_scored_batch_of_distinct_texts(
+    fault_server: FaultServer, make_client: MakeClient
+) -> None:
+    # 100 passages, 10 of them repeats and 1 blank: 89 distinct texts to score.
+    passages = [*corpus(89), *corpus(10), "  "]
+    client = make_client(base_url=fault_server.url, max_batch_size=7)
+    reports: list[tuple[int, int]] = []
+
+    await client.rank(QUERY, passages, progress=lambda done, total: reports.append((done, total)))
+
+    assert len(reports) == len(fault_server.ranking_requests) == 13
+    assert {total for _, total in reports} == {89}
+    done = [count for count, _ in reports]
+    assert done == sorted(done)
+    assert done[-1] == 89
+    assert all(later - earlier in (5, 7) for earlier, later in itertools.pairwise([0, *done]))
+
+
+async def test_a_progress_that_is_not_callable_is_refused_before_any_request(
+    fault_server: FaultServer, make_client: MakeClient
+) -> None:
+    client = make_client(base_url=fault_server.url)
+
+    with pytest.raises(TypeError, match="progress"):
+        await client.rank(QUERY, ["a passage"], progress="yes")
+
+    assert fault_server.requests == []
 
 
 async def test_scores_land_on_their_own_passage_when_rankings_come_shuffled(
