@@ -11,7 +11,6 @@ import asyncio
 import enum
 import functools
 import logging
-import os
 import ssl
 import threading
 import time
@@ -19,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 import certifi
 import httpx
@@ -27,7 +26,15 @@ import httpx
 from . import errors
 from ._version import __version__
 from .endpoints import Endpoints, nvcf_status_url, resolve_endpoints
-from .planning import PassageOptions, Plan, merge_rankings, plan_batches, select
+from .keys import resolve_api_key
+from .planning import (
+    PassageOptions,
+    Plan,
+    describe_passages,
+    merge_rankings,
+    plan_batches,
+    select,
+)
 from .protocols import PROTOCOLS, MalformedResponse, WireProtocol, server_message
 from .results import RankedPassage
 from .retry import RETRYABLE_STATUSES, RetryPolicy
@@ -39,18 +46,10 @@ logger = logging.getLogger("nimrank")
 
 DEFAULT_MODEL = "nvidia/llama-3.2-nv-rerankqa-1b-v2"
 
-# Where a key comes from when none is passed, by protocol and host.
-_NIM_KEY_VARS = ("NVIDIA_API_KEY", "NVIDIA_NIM_API_KEY")
-_COHERE_KEY_VARS = {
-    "api.jina.ai": ("JINA_API_KEY",),
-    "api.cohere.com": ("COHERE_API_KEY", "CO_API_KEY"),
-}
 _TRUNCATE_VALUES = (None, "NONE", "END")
 _SCORE_TRANSFORMS = ("raw", "sigmoid")
 # Pause between polls of a hosted request answered with 202 Accepted.
 _POLL_INTERVAL = 0.2
-
-T = TypeVar("T")
 
 
 class _Unset(enum.Enum):
@@ -161,7 +160,7 @@ class _BaseClient:
             raise ValueError(f"score_transform must be 'raw' or 'sigmoid', got {score_transform!r}")
         if score_threshold is not None:
             check_number("score_threshold", score_threshold)
-        self._passage_options = _passage_options(
+        self._passage_options = PassageOptions.checked(
             max_passage_chars, chunking, chunk_overlap_chars, max_chunks_per_doc
         )
         if base_url is None and protocol != "nim":
@@ -190,7 +189,7 @@ class _BaseClient:
             hosted_catalog=protocol == "nim",
         )
         self.base_url = base_url
-        key = self._key = _resolve_api_key(api_key, protocol, self.endpoints)
+        key = self._key = resolve_api_key(api_key, protocol, self.endpoints)
         self._headers = {
             "Accept": "application/json",
             "User-Agent": f"nimrank/{__version__}",
@@ -267,7 +266,7 @@ class _BaseClient:
             body=self._wire.build_request(
                 model=self.model, query=query, passages=texts, truncate=self.truncate
             ),
-            what=f"batch {batch + 1} of {len(plan.batches)} ({_describe_passages(held)})",
+            what=f"batch {batch + 1} of {len(plan.batches)} ({describe_passages(held)})",
             passages=tuple(held),
             size=len(texts),
         )
@@ -347,7 +346,7 @@ class _BaseClient:
         if 200 <= status < 300:
             return None
         message = server_message(self._redact(response.text))
-        error_class, hint = _classify(status)
+        error_class, hint = errors.error_for_status(status)
         reason = response.reason_phrase or "error"
         error = error_class(
             f"HTTP {status} {reason} from {request.url} for {request.what}: {message}{hint}",
@@ -680,81 +679,3 @@ def _default_ssl_context() -> ssl.SSLContext:
     # Loading the CA bundle takes tens of milliseconds; without sharing it every
     # client (and every adapter that builds one) pays that again.
     return ssl.create_default_context(cafile=certifi.where())
-
-
-def _passage_options(
-    max_passage_chars: int | None,
-    chunking: bool,
-    chunk_overlap_chars: int | None,
-    max_chunks_per_doc: int | None,
-) -> PassageOptions:
-    if not isinstance(chunking, bool):
-        raise TypeError(f"chunking must be True or False, got {chunking!r}")
-    if max_passage_chars is None:
-        if chunking:
-            raise ValueError("chunking=True needs max_passage_chars: the window size")
-        return PassageOptions()
-    check_int("max_passage_chars", max_passage_chars, minimum=1)
-    if chunk_overlap_chars is None:
-        chunk_overlap_chars = max_passage_chars // 10
-    check_int("chunk_overlap_chars", chunk_overlap_chars, minimum=0, maximum=max_passage_chars - 1)
-    if max_chunks_per_doc is not None:
-        check_int("max_chunks_per_doc", max_chunks_per_doc, minimum=1)
-    return PassageOptions(max_passage_chars, chunking, chunk_overlap_chars, max_chunks_per_doc)
-
-
-def _resolve_api_key(api_key: str | None, protocol: str, endpoints: Endpoints) -> str | None:
-    if api_key is not None and not isinstance(api_key, str):
-        raise TypeError("api_key must be a string")
-    if api_key:
-        return api_key
-    if protocol == "nim":
-        names: tuple[str, ...] = _NIM_KEY_VARS
-        required = endpoints.hosted
-    else:
-        # Hosted Cohere-style services have their own variable; a local vLLM or
-        # LiteLLM proxy may need no key at all.
-        names = _COHERE_KEY_VARS.get(httpx.URL(endpoints.ranking_url).host, ())
-        required = bool(names)
-    for name in names:
-        if os.environ.get(name):
-            return os.environ[name]
-    if required:
-        where = " or ".join(names)
-        raise errors.MissingAPIKeyError(
-            f"{endpoints.ranking_url} needs an API key: pass api_key=... or set {where}. "
-            "For a self-hosted NIM pass base_url='http://host:8000/v1' instead.",
-            url=endpoints.ranking_url,
-        )
-    return None
-
-
-def _classify(status: int) -> tuple[Callable[..., errors.APIStatusError], str]:
-    if status in (401, 403):
-        return errors.AuthenticationError, " (check api_key or the key's environment variable)"
-    if status == 429:
-        return errors.RateLimitError, ""
-    if status >= 500:
-        return errors.ServerError, ""
-    if status == 404:
-        return errors.BadRequestError, " (check base_url and model)"
-    return errors.BadRequestError, ""
-
-
-def _describe_passages(indices: Sequence[int], limit: int = 6) -> str:
-    """``passages 0-31`` / ``passages 3, 7, 9-12 ... (40 in all)``."""
-    if not indices:
-        return "no passages"
-    runs: list[str] = []
-    start = previous = indices[0]
-    for index in [*indices[1:], None]:
-        if index is not None and index == previous + 1:
-            previous = index
-            continue
-        runs.append(str(start) if start == previous else f"{start}-{previous}")
-        if index is not None:
-            start = previous = index
-    noun = "passage" if len(indices) == 1 else "passages"
-    if len(runs) > limit:
-        return f"{noun} {', '.join(runs[:limit])} ... ({len(indices)} in all)"
-    return f"{noun} {', '.join(runs)}"

@@ -34,6 +34,7 @@ __all__ = [
     "RateLimitError",
     "ResponseFormatError",
     "ServerError",
+    "error_for_status",
 ]
 
 
@@ -115,3 +116,16 @@ class ResponseFormatError(RankingError):
     indices are missing, repeated or out of range or whose scores are not
     finite numbers: nimrank never guesses which passage a score belongs to.
     """
+
+
+def error_for_status(status: int) -> tuple[type[APIStatusError], str]:
+    """The error class for an HTTP error ``status``, and a hint to add to its message."""
+    if status in (401, 403):
+        return AuthenticationError, " (check api_key or the key's environment variable)"
+    if status == 429:
+        return RateLimitError, ""
+    if status >= 500:
+        return ServerError, ""
+    if status == 404:
+        return BadRequestError, " (check base_url and model)"
+    return BadRequestError, ""

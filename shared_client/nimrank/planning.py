@@ -14,11 +14,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .results import RankedPassage
+from .validation import check_int
 
 __all__ = [
     "PassageOptions",
     "Plan",
     "cut_at_word_boundary",
+    "describe_passages",
     "merge_rankings",
     "plan_batches",
     "select",
@@ -49,6 +51,32 @@ class PassageOptions:
     chunking: bool = False
     chunk_overlap_chars: int = 0
     max_chunks_per_doc: int | None = None
+
+    @classmethod
+    def checked(
+        cls,
+        max_passage_chars: int | None,
+        chunking: bool,
+        chunk_overlap_chars: int | None,
+        max_chunks_per_doc: int | None,
+    ) -> PassageOptions:
+        """Options from user arguments, refused with ``ValueError``/``TypeError``
+        before any request; the overlap defaults to a tenth of the window."""
+        if not isinstance(chunking, bool):
+            raise TypeError(f"chunking must be True or False, got {chunking!r}")
+        if max_passage_chars is None:
+            if chunking:
+                raise ValueError("chunking=True needs max_passage_chars: the window size")
+            return cls()
+        check_int("max_passage_chars", max_passage_chars, minimum=1)
+        if chunk_overlap_chars is None:
+            chunk_overlap_chars = max_passage_chars // 10
+        check_int(
+            "chunk_overlap_chars", chunk_overlap_chars, minimum=0, maximum=max_passage_chars - 1
+        )
+        if max_chunks_per_doc is not None:
+            check_int("max_chunks_per_doc", max_chunks_per_doc, minimum=1)
+        return cls(max_passage_chars, chunking, chunk_overlap_chars, max_chunks_per_doc)
 
 
 @dataclass(frozen=True)
@@ -226,3 +254,22 @@ def select(
     if score_threshold is not None:
         out = [p for p in out if p.score >= score_threshold]
     return out if top_n is None else out[:top_n]
+
+
+def describe_passages(indices: Sequence[int], limit: int = 6) -> str:
+    """``passages 0-31`` / ``passages 3, 7, 9-12 ... (40 in all)``."""
+    if not indices:
+        return "no passages"
+    runs: list[str] = []
+    start = previous = indices[0]
+    for index in [*indices[1:], None]:
+        if index is not None and index == previous + 1:
+            previous = index
+            continue
+        runs.append(str(start) if start == previous else f"{start}-{previous}")
+        if index is not None:
+            start = previous = index
+    noun = "passage" if len(indices) == 1 else "passages"
+    if len(runs) > limit:
+        return f"{noun} {', '.join(runs[:limit])} ... ({len(indices)} in all)"
+    return f"{noun} {', '.join(runs)}"

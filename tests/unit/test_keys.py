@@ -1,0 +1,65 @@
+"""Where the API key comes from, for each protocol and host."""
+
+from __future__ import annotations
+
+import pytest
+
+from nimrank.endpoints import Endpoints, resolve_endpoints
+from nimrank.errors import MissingAPIKeyError
+from nimrank.keys import resolve_api_key
+
+MODEL = "nvidia/llama-3.2-nv-rerankqa-1b-v2"
+FAKE = "nvapi-fake-keys-test"
+
+
+def endpoints(base_url: str | None, endpoint: str = "ranking") -> Endpoints:
+    markers = ("/ranking",) if endpoint == "ranking" else ("/rerank",)
+    return resolve_endpoints(base_url, model=MODEL, endpoint=endpoint, full_url_markers=markers)
+
+
+@pytest.fixture(autouse=True)
+def no_keys_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("NVIDIA_API_KEY", "NVIDIA_NIM_API_KEY", "JINA_API_KEY", "COHERE_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("CO_API_KEY", raising=False)
+
+
+def test_an_explicit_key_wins_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NVIDIA_API_KEY", "nvapi-fake-from-env")
+    assert resolve_api_key(FAKE, "nim", endpoints(None)) == FAKE
+
+
+def test_nvidia_api_key_is_read_before_nvidia_nim_api_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NVIDIA_NIM_API_KEY", "nvapi-fake-second")
+    assert resolve_api_key(None, "nim", endpoints(None)) == "nvapi-fake-second"
+    monkeypatch.setenv("NVIDIA_API_KEY", "nvapi-fake-first")
+    assert resolve_api_key(None, "nim", endpoints(None)) == "nvapi-fake-first"
+
+
+def test_the_hosted_catalog_without_a_key_names_the_variables() -> None:
+    with pytest.raises(MissingAPIKeyError, match="NVIDIA_API_KEY or NVIDIA_NIM_API_KEY"):
+        resolve_api_key(None, "nim", endpoints(None))
+
+
+def test_a_self_hosted_nim_needs_no_key() -> None:
+    assert resolve_api_key(None, "nim", endpoints("http://localhost:8000/v1")) is None
+
+
+def test_jina_reads_its_own_variable_and_needs_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    jina = endpoints("https://api.jina.ai/v1", "rerank")
+    with pytest.raises(MissingAPIKeyError, match="JINA_API_KEY"):
+        resolve_api_key(None, "cohere", jina)
+    monkeypatch.setenv("JINA_API_KEY", "jina_fake_key")
+    assert resolve_api_key(None, "cohere", jina) == "jina_fake_key"
+
+
+def test_a_local_cohere_style_server_needs_no_key_and_takes_no_nvidia_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("NVIDIA_API_KEY", "nvapi-fake-not-for-vllm")
+    assert resolve_api_key(None, "cohere", endpoints("http://localhost:8001/v1", "rerank")) is None
+
+
+def test_a_key_that_is_not_a_string_is_refused() -> None:
+    with pytest.raises(TypeError, match="api_key"):
+        resolve_api_key(123, "nim", endpoints(None))  # type: ignore[arg-type]
