@@ -114,7 +114,9 @@ def broken_limits(body: Any) -> list[str]:
     return broken
 
 
-def error_bodies_are_json_with_a_message(ctx: Any, response: Response, case: Case) -> bool | None:
+def error_bodies_are_json_with_a_message(
+    ctx: Any, response: Response, case: Case[Any]
+) -> bool | None:
     """Every 4xx carries a JSON body whose message says what was wrong."""
     if not 400 <= response.status_code < 500:
         return None
@@ -129,7 +131,7 @@ def error_bodies_are_json_with_a_message(ctx: Any, response: Response, case: Cas
 
 
 @schema.parametrize()
-def test_server_meets_the_seed_contract(case: Case, server: RankingServer) -> None:
+def test_server_meets_the_seed_contract(case: Case[Any], server: RankingServer) -> None:
     """Schemathesis finds nothing: no 5xx, schema-true replies, 4xx with a message for bad input.
 
     A schema-valid request past a NIM limit is refused by design (see the top);
@@ -149,7 +151,9 @@ def test_server_meets_the_seed_contract(case: Case, server: RankingServer) -> No
 
 
 @strict_schema.parametrize()
-def test_server_meets_the_contract_with_nim_limits(case: Case, server: RankingServer) -> None:
+def test_server_meets_the_contract_with_nim_limits(
+    case: Case[Any], server: RankingServer
+) -> None:
     """Every check, positive data acceptance included: in-limit requests get a 200."""
     response = case.call_and_validate(
         base_url=server.base_url, additional_checks=[error_bodies_are_json_with_a_message]
@@ -158,7 +162,11 @@ def test_server_meets_the_contract_with_nim_limits(case: Case, server: RankingSe
         # Whatever schemathesis thinks of it, a valid request must be ranked.
         assert response.status_code == 200, response.text
         indices = sorted(item["index"] for item in response.json()["rankings"])
-        assert indices == list(range(len(case.body["passages"])))
+        body = case.body
+        assert isinstance(body, dict)
+        passages = body["passages"]
+        assert isinstance(passages, list)
+        assert indices == list(range(len(passages)))
 
 
 # --------------------------------------------------------------------------- NIM limits

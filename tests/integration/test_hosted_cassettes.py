@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-import yaml  # type: ignore[import-untyped]
+import yaml
 from vcr.errors import CannotOverwriteExistingCassetteException  # type: ignore[import-untyped]
 
 from cassette_replay import CASSETTES, REPLAY
