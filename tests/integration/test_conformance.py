@@ -151,9 +151,7 @@ def test_server_meets_the_seed_contract(case: Case[Any], server: RankingServer) 
 
 
 @strict_schema.parametrize()
-def test_server_meets_the_contract_with_nim_limits(
-    case: Case[Any], server: RankingServer
-) -> None:
+def test_server_meets_the_contract_with_nim_limits(case: Case[Any], server: RankingServer) -> None:
     """Every check, positive data acceptance included: in-limit requests get a 200."""
     response = case.call_and_validate(
         base_url=server.base_url, additional_checks=[error_bodies_are_json_with_a_message]
