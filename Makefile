@@ -1,4 +1,5 @@
-# Every target creates .venv on first use: a fresh machine needs only python3.
+# demo, test and soak create .venv on first use (bench and interop create
+# .venv-peers): a fresh machine needs only python3.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin

@@ -25,7 +25,7 @@ import httpx
 
 from . import errors
 from ._version import __version__
-from .endpoints import Endpoints, nvcf_status_url, resolve_endpoints
+from .endpoints import Endpoints, is_full_endpoint, nvcf_status_url, resolve_endpoints
 from .keys import resolve_api_key
 from .planning import (
     PassageOptions,
@@ -181,6 +181,7 @@ class _BaseClient:
         if max_retries is not None:
             self.retry_policy = self.retry_policy.with_retries(max_retries)
         self._wire: WireProtocol = wire
+        _check_endpoint_protocol(base_url, protocol)
         self.endpoints: Endpoints = resolve_endpoints(
             base_url,
             model=model,
@@ -672,6 +673,21 @@ async def _gather_or_cancel(coroutines: list[Any]) -> list[Any]:
 
 
 # -- helpers -------------------------------------------------------------------
+
+
+def _check_endpoint_protocol(base_url: str | None, protocol: str) -> None:
+    """Refuse a full endpoint URL of the other protocol (it would become a 404 path)."""
+    if not isinstance(base_url, str) or is_full_endpoint(
+        base_url, PROTOCOLS[protocol].full_url_markers
+    ):
+        return
+    for name, other in PROTOCOLS.items():
+        if name != protocol and is_full_endpoint(base_url, other.full_url_markers):
+            raise ValueError(
+                f"base_url {base_url!r} is a {name} endpoint (.../{other.endpoint}) but "
+                f"protocol is {protocol!r}: pass protocol={name!r}, or a base URL such "
+                "as 'http://host:8000/v1'"
+            )
 
 
 @functools.cache

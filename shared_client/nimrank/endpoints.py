@@ -29,6 +29,7 @@ __all__ = [
     "HOSTED_RANKING_ROOT",
     "Endpoints",
     "hosted_ranking_url",
+    "is_full_endpoint",
     "is_hosted_nvidia",
     "nvcf_status_url",
     "resolve_endpoints",
@@ -129,6 +130,12 @@ def resolve_endpoints(
         models_url=HOSTED_MODELS_URL if hosted else _with_path(parts, f"{root}/models"),
         hosted=hosted,
     )
+
+
+def is_full_endpoint(url: str, full_url_markers: tuple[str, ...]) -> bool:
+    """Whether ``url``'s path marks it as a complete endpoint of a protocol."""
+    path = urlsplit(url.strip()).path.rstrip("/")
+    return any(_matches(path, marker) for marker in full_url_markers)
 
 
 def _matches(path: str, marker: str) -> bool:

@@ -12,8 +12,10 @@ import json
 import os
 import pty
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -246,6 +248,58 @@ def test_stdin_format_is_sniffed(server: RankingServer, content: str, expected: 
     assert result.returncode == 0, result.stderr
     assert sorted(item["text"] for item in lines(result.stdout)) == sorted(expected)
     assert sorted(item["index"] for item in lines(result.stdout)) == list(range(len(expected)))
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".ndjson"])
+def test_json_lines_suffixes_choose_json_lines(
+    server: RankingServer, tmp_path: Path, suffix: str
+) -> None:
+    # The first line looks like plain text, so only the suffix can make it JSON Lines.
+    path = tmp_path / f"passages{suffix}"
+    path.write_text('"plain words"\n{"text": "memory words"}\n', encoding="utf-8")
+    result = nimrank("rank", "--query", "words", "--input", str(path), "--base-url", server.url)
+    assert result.returncode == 0, result.stderr
+    assert sorted(item["text"] for item in lines(result.stdout)) == ["memory words", "plain words"]
+
+
+def test_ctrl_c_ends_a_ranking_with_exit_code_130(tmp_path: Path) -> None:
+    path = tmp_path / "slow.txt"
+    path.write_text("\n".join(f"passage {i}" for i in range(40)), encoding="utf-8")
+    with RankingServer(latency_ms=2000) as slow:
+        command = ["rank", "--query", "passage", "--input", str(path), "--base-url", slow.url]
+        process = subprocess.Popen(
+            [sys.executable, "-m", "nimrank", *command],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=clean_env(),
+        )
+        # Wait until a request is at the server, so the interrupt lands mid-ranking
+        # (the request log only fills once a reply is sent).
+        deadline = time.monotonic() + 30
+        while slow.max_in_flight == 0 and time.monotonic() < deadline:
+            if process.poll() is not None:
+                break
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130, stderr
+    assert "interrupted" in stderr
+    assert "Traceback" not in stderr
+    assert stdout == ""
+
+
+def test_the_library_never_loads_the_embedded_server() -> None:
+    # The stand-in is for demos and tests: importing the client must not even load it.
+    code = (
+        "import sys, nimrank; "
+        "nimrank.RankingClient(base_url='http://127.0.0.1:9/v1').close(); "
+        "print('nimrank.server' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=clean_env()
+    )
+    assert result.stdout.strip() == "False"
 
 
 def test_format_txt_takes_json_looking_lines_literally(server: RankingServer) -> None:

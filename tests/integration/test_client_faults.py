@@ -351,6 +351,21 @@ async def test_accepted_request_is_polled_until_its_result_is_ready(
     assert all(r.authorization_is(f"Bearer {FAKE_KEY}") for r in log)
 
 
+async def test_polling_gives_up_after_the_timeout_without_retrying(
+    fault_server: FaultServer, connect: Callable[..., EitherClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(nimrank.client, "nvcf_status_url", fault_server.status_url)
+    # Still running at every poll the client has time for.
+    fault_server.add_rule(fs.accepted(polls=1000, request_id="req-slow"), times=1)
+    client = connect(timeout=0.5)
+    client.client.endpoints = dataclasses.replace(client.client.endpoints, hosted=True)
+
+    with pytest.raises(RankingTimeoutError, match="accepted"):
+        await client.rank(QUERY, PASSAGES)
+
+    assert [r.method for r in fault_server.requests].count("POST") == 1
+
+
 async def test_accepted_answer_from_a_self_hosted_server_is_not_polled(
     fault_server: FaultServer, connect: Callable[..., EitherClient], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -150,6 +150,18 @@ INVALID_OPTIONS = [
     pytest.param({"base_url": "ftp://127.0.0.1/v1"}, ValueError, "base_url", id="url-ftp"),
     pytest.param({"base_url": 8000}, TypeError, "base_url", id="url-int"),
     pytest.param({"top_k": 3}, TypeError, "top_k", id="unknown-option"),
+    pytest.param(
+        {"base_url": "http://127.0.0.1:8000/v1/rerank"},
+        ValueError,
+        "protocol='cohere'",
+        id="rerank-url-with-nim",
+    ),
+    pytest.param(
+        {"base_url": "http://127.0.0.1:8000/v1/ranking", "protocol": "cohere"},
+        ValueError,
+        "protocol='nim'",
+        id="ranking-url-with-cohere",
+    ),
 ]
 
 
