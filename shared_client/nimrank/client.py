@@ -11,11 +11,12 @@ import asyncio
 import enum
 import functools
 import logging
+import re
 import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -50,6 +51,9 @@ _TRUNCATE_VALUES = (None, "NONE", "END")
 _SCORE_TRANSFORMS = ("raw", "sigmoid")
 # Pause between polls of a hosted request answered with 202 Accepted.
 _POLL_INTERVAL = 0.2
+# What h11 accepts as a header value. Anything else fails at send time with an
+# error that quotes the whole value (a key read from a file with its newline).
+_HEADER_VALUE = re.compile(r"(?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?", re.ASCII)
 
 
 class _Unset(enum.Enum):
@@ -198,6 +202,7 @@ class _BaseClient:
         }
         if key:
             self._headers["Authorization"] = f"Bearer {key}"
+        _check_header_values(self._headers)
 
     @property
     def max_retries(self) -> int:
@@ -476,15 +481,23 @@ class RankingClient(_BaseClient):
         if len(batches) <= 1:
             results = [rank_batch(batch) for batch in batches]
         else:
-            futures = [self._executor().submit(rank_batch, batch) for batch in batches]
-            # Raise the first failure in time, as the async client does: a batch
-            # that gave up because another failed is not the cause.
-            for future in as_completed(futures):
-                error = future.exception()
-                if error is not None:
-                    for other in futures:
-                        other.cancel()
-                    raise error
+            futures: list[Future[list[float]]] = []
+            try:
+                futures.extend(self._executor().submit(rank_batch, batch) for batch in batches)
+                # Raise the first failure in time, as the async client does: a batch
+                # that gave up because another failed is not the cause.
+                for future in as_completed(futures):
+                    error = future.exception()
+                    if error is not None:
+                        raise error
+            except BaseException:
+                # A failed batch, or Ctrl-C (or any signal-raised exception) while
+                # waiting: the batches not started yet must not run on the shared
+                # pool after the call is over, nor the running ones retry.
+                call.abandoned = True
+                for other in futures:
+                    other.cancel()
+                raise
             results = [future.result() for future in futures]
         return self._finish(call, results)
 
@@ -687,6 +700,21 @@ def _check_endpoint_protocol(base_url: str | None, protocol: str) -> None:
                 f"base_url {base_url!r} is a {name} endpoint (.../{other.endpoint}) but "
                 f"protocol is {protocol!r}: pass protocol={name!r}, or a base URL such "
                 "as 'http://host:8000/v1'"
+            )
+
+
+def _check_header_values(headers: Mapping[str, str]) -> None:
+    """Refuse, before any request, a header value the HTTP layer would refuse.
+
+    httpx's refusal quotes the value, key and all, into the error and the retry
+    log; this message names the header and never shows the value.
+    """
+    for name, value in headers.items():
+        if isinstance(value, str) and _HEADER_VALUE.fullmatch(value) is None:
+            what = "the API key" if name == "Authorization" else f"extra_headers[{name!r}]"
+            raise ValueError(
+                f"{what} has leading or trailing whitespace, a line break or a NUL "
+                "(a newline read from a file?): strip it"
             )
 
 

@@ -14,12 +14,15 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+import signal
+import threading
 from collections.abc import Callable, Sequence
+from types import FrameType
 
 import pytest
 
 from faultserver import EitherClient, FaultServer, honest_scores
-from nimrank import RankedPassage, RankingClient
+from nimrank import AsyncRankingClient, RankedPassage, RankingClient
 from nimrank.server import RankingServer
 
 MakeClient = Callable[..., EitherClient]
@@ -378,3 +381,67 @@ async def test_list_models_returns_the_served_model_ids(
     client = make_client(base_url=server.url, protocol=wire_protocol)
 
     assert await client.list_models() == expected
+
+
+# -- interrupted calls ------------------------------------------------------------------
+
+
+class Interrupted(Exception):
+    """Raised in the main thread by a signal handler, as Ctrl-C or a signal-based time
+    limit (Celery's soft time limit, ``signal.alarm`` timeouts) raise theirs."""
+
+
+def test_an_interrupted_sync_call_sends_none_of_its_remaining_batches(
+    fault_server: FaultServer,
+) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signals are handled in the main thread only")
+    fault_server.latency = 0.05
+    main = threading.get_ident()
+
+    def raise_interrupted(signum: int, frame: FrameType | None) -> None:
+        raise Interrupted
+
+    def interrupt_once(scored: int, total: int) -> None:
+        # Called on a worker thread once the first batch is scored.
+        if scored == 1:
+            signal.pthread_kill(main, signal.SIGUSR1)
+
+    previous = signal.signal(signal.SIGUSR1, raise_interrupted)
+    try:
+        with RankingClient(
+            base_url=fault_server.url, max_batch_size=1, max_concurrency=2
+        ) as client:
+            with pytest.raises(Interrupted):
+                client.rank(QUERY, corpus(20), progress=interrupt_once)
+            ranked = client.rank("cake river", corpus(6))
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+
+    assert len(ranked) == 6
+    # close() waited for the pool: what the interrupted call left behind has run.
+    interrupted = [r for r in fault_server.ranking_requests if r.query == QUERY]
+    assert 1 <= len(interrupted) < 10
+
+
+async def test_a_cancelled_async_call_stops_its_batches_and_leaves_the_pool_usable(
+    fault_server: FaultServer,
+) -> None:
+    fault_server.latency = 0.05
+    async with AsyncRankingClient(
+        base_url=fault_server.url, max_batch_size=1, max_concurrency=2
+    ) as client:
+        scored = asyncio.Event()  # progress runs on this loop
+        task = asyncio.create_task(
+            client.rank(QUERY, corpus(20), progress=lambda done, total: scored.set())
+        )
+        await scored.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # Cancelled requests must give their connections back, or this waits for ever.
+        ranked = await asyncio.wait_for(client.rank("cake river", corpus(6)), timeout=30)
+
+    assert len(ranked) == 6
+    interrupted = [r for r in fault_server.ranking_requests if r.query == QUERY]
+    assert 1 <= len(interrupted) < 10

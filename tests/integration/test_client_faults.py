@@ -392,3 +392,35 @@ async def test_a_key_echoed_in_an_error_body_is_masked(
     assert FAKE_KEY not in str(caught.value)
     assert FAKE_KEY not in caught.value.server_message
     assert "Bearer ***" in str(caught.value)
+
+
+# -- redirects ---------------------------------------------------------------------------
+
+
+async def test_a_307_keeps_the_body_and_the_key_goes_to_the_same_origin_only(
+    fault_server: FaultServer, connect: Callable[..., EitherClient]
+) -> None:
+    # httpx's behaviour, relied on: a 307 resends the POST body, and a redirect to
+    # another origin (here another port) drops the Authorization header.
+    with FaultServer() as elsewhere:
+        fault_server.add_rule(
+            fs.respond(307, headers={"Location": f"{fault_server.origin}/v2/ranking"}),
+            match=fs.path_endswith("/v1/ranking"),
+            times=1,
+        )
+        fault_server.add_rule(
+            fs.respond(307, headers={"Location": f"{elsewhere.url}/ranking"}),
+            match=fs.path_endswith("/v2/ranking"),
+            times=1,
+        )
+        client = connect()
+
+        ranked = await client.rank(QUERY, PASSAGES)
+
+        assert ranked[0].index == 2
+        moved = fault_server.ranking_requests[1]
+        assert moved.path == "/v2/ranking"
+        assert moved.authorization_is(f"Bearer {FAKE_KEY}")
+        [arrived] = elsewhere.ranking_requests
+        assert arrived.passages == PASSAGES
+        assert "authorization" not in arrived.headers

@@ -432,6 +432,29 @@ async def test_request_error_never_shows_the_key(kind: str, refused_url: str) ->
         assert FAKE_KEY not in shown
 
 
+@pytest.mark.parametrize("client_class", CLIENTS)
+@pytest.mark.parametrize("ending", ["\n", "\r\n", " "], ids=["newline", "crlf", "space"])
+def test_a_key_read_with_its_line_end_is_refused_without_showing_it(
+    client_class: type[AnyClient], ending: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # httpx would refuse the header at send time with an error (retried, and
+    # logged at each retry) that quotes "Bearer <key>" in full.
+    for options in ({"api_key": FAKE_KEY + ending}, {}):
+        monkeypatch.setenv("NVIDIA_API_KEY", FAKE_KEY + ending)
+        with pytest.raises(ValueError, match="API key has leading or trailing") as caught:
+            client_class(base_url=LOCAL, **options)
+        assert FAKE_KEY not in str(caught.value)
+
+
+@pytest.mark.parametrize("client_class", CLIENTS)
+def test_an_extra_header_with_a_line_break_is_refused_without_showing_it(
+    client_class: type[AnyClient],
+) -> None:
+    with pytest.raises(ValueError, match="X-Api-Key") as caught:
+        client_class(base_url=LOCAL, extra_headers={"X-Api-Key": "fake-proxy-token\n"})
+    assert "fake-proxy-token" not in str(caught.value)
+
+
 # -- rank: invalid arguments fail before any request ---------------------------
 
 

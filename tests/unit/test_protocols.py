@@ -185,6 +185,8 @@ def test_extra_fields_in_entries_and_body_are_ignored(wire: Wire) -> None:
         pytest.param([(0, math.nan)], 1, "not finite", id="nan-score"),
         pytest.param([(0, math.inf)], 1, "not finite", id="inf-score"),
         pytest.param([(0, -math.inf)], 1, "not finite", id="minus-inf-score"),
+        # JSON integers have no size limit; float() of this one overflows.
+        pytest.param([(0, 10**400)], 1, "not finite", id="integer-too-large-for-a-float"),
         pytest.param([(0, "0.5")], 1, "not a number", id="string-score"),
         pytest.param([(0, None)], 1, "not a number", id="null-score"),
         pytest.param([(0, True)], 1, "not a number", id="bool-score"),

@@ -69,11 +69,15 @@ def scores_by_position(pairs: Iterable[tuple[Any, Any]], batch_size: int) -> lis
             )
         if isinstance(score, bool) or not isinstance(score, (int, float)):
             raise MalformedResponse(f"score {score!r} for index {index} is not a number")
-        if not math.isfinite(score):
-            raise MalformedResponse(f"score {score!r} for index {index} is not finite")
+        try:
+            value = float(score)
+        except OverflowError:  # an int past float's range: JSON sets no limit
+            value = math.inf
+        if not math.isfinite(value):
+            raise MalformedResponse(f"score {score!r:.40} for index {index} is not finite")
         if scores[index] is not None:
             raise MalformedResponse(f"index {index} appears more than once")
-        scores[index] = float(score)
+        scores[index] = value
     missing = [position for position, score in enumerate(scores) if score is None]
     if missing:
         shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
