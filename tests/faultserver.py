@@ -148,6 +148,7 @@ class RecordedRequest:
         body: the parsed JSON body, or None when absent or not JSON.
         peer: ``"host:port"`` of the client socket; one port is one connection.
         started: ``time.monotonic()`` when the request had been read.
+        url_query: the URL's query string ("" when none).
     """
 
     number: int
@@ -158,6 +159,7 @@ class RecordedRequest:
     peer: str
     started: float
     authorization_sha256: str | None = field(default=None, repr=False)
+    url_query: str = ""
 
     @property
     def client_port(self) -> int:
@@ -739,6 +741,7 @@ class FaultServer:
                 number=self._count,
                 method=handler.command,
                 path=handler.path.split("?", 1)[0],
+                url_query=handler.path.partition("?")[2],
                 headers=headers,
                 body=body,
                 peer=f"{host}:{port}",

@@ -26,7 +26,13 @@ import httpx
 
 from . import errors
 from ._version import __version__
-from .endpoints import Endpoints, is_full_endpoint, nvcf_status_url, resolve_endpoints
+from .endpoints import (
+    Endpoints,
+    display_url,
+    is_full_endpoint,
+    nvcf_status_url,
+    resolve_endpoints,
+)
 from .keys import resolve_api_key
 from .planning import (
     PassageOptions,
@@ -74,6 +80,11 @@ class _Request:
     what: str  # e.g. "batch 2 of 4 (passages 32-63)"
     passages: tuple[int, ...] = ()
     size: int = 0
+
+    @property
+    def shown_url(self) -> str:
+        """The URL as messages show it: a key in its query string is masked."""
+        return display_url(self.url)
 
 
 @dataclass(frozen=True)
@@ -217,8 +228,9 @@ class _BaseClient:
     def __repr__(self) -> str:
         # The key is never shown, only whether one is set.
         key = "'***'" if "Authorization" in self._headers else "None"
+        url = display_url(self.endpoints.ranking_url)
         return (
-            f"{type(self).__name__}(model={self.model!r}, url={self.endpoints.ranking_url!r}, "
+            f"{type(self).__name__}(model={self.model!r}, url={url!r}, "
             f"protocol={self.protocol!r}, api_key={key})"
         )
 
@@ -233,7 +245,10 @@ class _BaseClient:
                 max_connections=self.max_concurrency,
                 max_keepalive_connections=self.max_concurrency,
             ),
-            "follow_redirects": True,
+            # Not followed: httpx drops only Authorization on a cross-origin
+            # redirect, so extra_headers (a proxy's token) would travel on. A 3xx
+            # is an error naming where the service moved.
+            "follow_redirects": False,
         }
 
     def _redact(self, text: str) -> str:
@@ -284,9 +299,9 @@ class _BaseClient:
             scores = self._wire.parse_response(response.json(), request.size)
         except (MalformedResponse, ValueError) as exc:
             raise errors.ResponseFormatError(
-                f"Unusable response from {request.url} for {request.what}: {exc}. "
+                f"Unusable response from {request.shown_url} for {request.what}: {exc}. "
                 f"Body starts: {self._redact(response.text)[:200]!r}",
-                url=request.url,
+                url=request.shown_url,
                 passages=request.passages,
             ) from None
         call.batch_scored(request.size)
@@ -316,7 +331,7 @@ class _BaseClient:
                 raise ValueError("model ids must be strings")
         except (ValueError, KeyError, TypeError) as exc:
             raise errors.ResponseFormatError(
-                f"Unusable model list from {request.url}: {exc!r}", url=request.url
+                f"Unusable model list from {request.shown_url}: {exc!r}", url=request.shown_url
             ) from None
         if self.endpoints.hosted:
             # The hosted catalog lists every kind of model; only rankers serve here.
@@ -339,9 +354,9 @@ class _BaseClient:
     def _poll_timeout(self, request: _Request) -> _Failure:
         return _Failure(
             errors.RankingTimeoutError(
-                f"{request.url} accepted {request.what} but had no result within "
+                f"{request.shown_url} accepted {request.what} but had no result within "
                 f"{self.timeout:g}s of polling",
-                url=request.url,
+                url=request.shown_url,
                 passages=request.passages,
             ),
             retryable=False,
@@ -352,13 +367,16 @@ class _BaseClient:
         if 200 <= status < 300:
             return None
         message = server_message(self._redact(response.text))
+        if 300 <= status < 400:
+            moved_to = display_url(response.headers.get("Location", "(no Location header)"))
+            message = f"redirected to {moved_to}; use that as base_url"
         error_class, hint = errors.error_for_status(status)
         reason = response.reason_phrase or "error"
         error = error_class(
-            f"HTTP {status} {reason} from {request.url} for {request.what}: {message}{hint}",
+            f"HTTP {status} {reason} from {request.shown_url} for {request.what}: {message}{hint}",
             status_code=status,
             server_message=message,
-            url=request.url,
+            url=request.shown_url,
             passages=request.passages,
         )
         retry_after = response.headers.get("Retry-After")
@@ -369,19 +387,21 @@ class _BaseClient:
     def _failure_for_exception(self, request: _Request, exc: httpx.HTTPError) -> _Failure:
         if isinstance(exc, httpx.TimeoutException):
             error: errors.RankingError = errors.RankingTimeoutError(
-                f"No answer from {request.url} within {self.timeout:g}s for {request.what} "
+                f"No answer from {request.shown_url} within {self.timeout:g}s for {request.what} "
                 f"({type(exc).__name__})",
-                url=request.url,
+                url=request.shown_url,
                 passages=request.passages,
             )
             return _Failure(error, retryable=True)
+        # Errors of the request itself (a scheme or header httpx cannot send)
+        # will not get better by sending it again.
         retryable = isinstance(exc, httpx.TransportError) and not isinstance(
-            exc, httpx.UnsupportedProtocol
+            exc, (httpx.UnsupportedProtocol, httpx.LocalProtocolError)
         )
         error = errors.RankingConnectionError(
-            f"Could not get an answer from {request.url} for {request.what}: "
-            f"{type(exc).__name__}: {exc}",
-            url=request.url,
+            f"Could not get an answer from {request.shown_url} for {request.what}: "
+            f"{type(exc).__name__}: {self._redact(str(exc))}",
+            url=request.shown_url,
             passages=request.passages,
         )
         return _Failure(error, retryable=retryable)
@@ -430,9 +450,12 @@ class RankingClient(_BaseClient):
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
-        self._http = httpx.Client(**self._httpx_options())
+        # Both made on first use, and again after close(): a closed client that
+        # is used again (an adapter's copy, a notebook cell) reopens, as the
+        # async client does.
+        self._http: httpx.Client | None = None
         self._workers: ThreadPoolExecutor | None = None
-        self._workers_lock = threading.Lock()
+        self._lock = threading.Lock()
 
     def rank(
         self,
@@ -510,13 +533,14 @@ class RankingClient(_BaseClient):
         attempt = 0
         while True:
             try:
-                response = self._http.request(request.method, request.url, json=request.body)
+                http = self._pool()
+                response = http.request(request.method, request.url, json=request.body)
                 deadline = time.monotonic() + self.timeout
                 while (poll_url := self._polling_url(response)) is not None:
                     if time.monotonic() > deadline:
                         raise self._poll_timeout(request).error
                     time.sleep(_POLL_INTERVAL)
-                    response = self._http.get(poll_url)
+                    response = http.get(poll_url)
                 failure = self._failure_for_status(request, response)
             except httpx.HTTPError as exc:
                 failure = self._failure_for_exception(request, exc)
@@ -528,8 +552,15 @@ class RankingClient(_BaseClient):
                 raise failure.error
             time.sleep(wait)
 
+    def _pool(self) -> httpx.Client:
+        """The connection pool, made on first use."""
+        with self._lock:
+            if self._http is None:
+                self._http = httpx.Client(**self._httpx_options())
+            return self._http
+
     def _executor(self) -> ThreadPoolExecutor:
-        with self._workers_lock:
+        with self._lock:
             if self._workers is None:
                 self._workers = ThreadPoolExecutor(
                     max_workers=self.max_concurrency, thread_name_prefix="nimrank"
@@ -537,12 +568,14 @@ class RankingClient(_BaseClient):
             return self._workers
 
     def close(self) -> None:
-        """Close the connection pool and the worker threads."""
-        with self._workers_lock:
-            if self._workers is not None:
-                self._workers.shutdown(wait=True)
-                self._workers = None
-        self._http.close()
+        """Close the connection pool and the worker threads (a later call reopens them)."""
+        with self._lock:
+            workers, self._workers = self._workers, None
+            http, self._http = self._http, None
+        if workers is not None:
+            workers.shutdown(wait=True)
+        if http is not None:
+            http.close()
 
     def __enter__(self) -> RankingClient:
         return self

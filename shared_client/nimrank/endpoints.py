@@ -28,6 +28,7 @@ __all__ = [
     "HOSTED_MODELS_URL",
     "HOSTED_RANKING_ROOT",
     "Endpoints",
+    "display_url",
     "hosted_ranking_url",
     "is_full_endpoint",
     "is_hosted_nvidia",
@@ -130,6 +131,22 @@ def resolve_endpoints(
         models_url=HOSTED_MODELS_URL if hosted else _with_path(parts, f"{root}/models"),
         hosted=hosted,
     )
+
+
+def display_url(url: str) -> str:
+    """``url`` with its query values masked, for messages and reprs.
+
+    A gateway may take its key in the query string (``?api-key=...``); the
+    request keeps it, what people read does not.
+    """
+    parts = urlsplit(url)
+    if not parts.query:
+        return url
+    masked = "&".join(
+        f"{name}=***" if value else name
+        for name, _, value in (pair.partition("=") for pair in parts.query.split("&"))
+    )
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, masked, parts.fragment))
 
 
 def is_full_endpoint(url: str, full_url_markers: tuple[str, ...]) -> bool:

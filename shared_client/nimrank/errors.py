@@ -6,7 +6,7 @@ The tree, so you can see what an ``except`` catches::
     ├── MissingAPIKeyError        (also a ValueError: raised at construction)
     ├── APIStatusError            the server answered with an error status
     │   ├── AuthenticationError   401, 403: the key is missing, wrong or not allowed
-    │   ├── BadRequestError       400, 404, 413, 422 and other 4xx: fix the request
+    │   ├── BadRequestError       400, 404, 413, 422, other 4xx, and redirects (3xx)
     │   ├── RateLimitError        429, after the retries ran out
     │   └── ServerError           5xx, after the retries ran out
     ├── RankingTimeoutError       no answer within ``timeout``, after the retries
@@ -90,7 +90,11 @@ class AuthenticationError(APIStatusError):
 
 
 class BadRequestError(APIStatusError):
-    """A 4xx other than 401/403/429: the request itself must change."""
+    """A 4xx other than 401/403/429, or a redirect: the request itself must change.
+
+    Redirects are not followed (``extra_headers`` could carry a token to another
+    host); the message names where the service moved.
+    """
 
 
 class RateLimitError(APIStatusError):

@@ -7,7 +7,7 @@ import os
 import httpx
 
 from . import errors
-from .endpoints import Endpoints
+from .endpoints import Endpoints, display_url
 
 __all__ = ["HOSTED_KEY_VARIABLES", "NIM_KEY_VARIABLES", "resolve_api_key"]
 
@@ -44,8 +44,9 @@ def resolve_api_key(api_key: str | None, protocol: str, endpoints: Endpoints) ->
     if required:
         where = " or ".join(names)
         raise errors.MissingAPIKeyError(
-            f"{endpoints.ranking_url} needs an API key: pass api_key=... or set {where}. "
+            f"{display_url(endpoints.ranking_url)} needs an API key: pass api_key=... or set "
+            f"{where}. "
             "For a self-hosted NIM pass base_url='http://host:8000/v1' instead.",
-            url=endpoints.ranking_url,
+            url=display_url(endpoints.ranking_url),
         )
     return None

@@ -445,3 +445,16 @@ async def test_a_cancelled_async_call_stops_its_batches_and_leaves_the_pool_usab
     assert len(ranked) == 6
     interrupted = [r for r in fault_server.ranking_requests if r.query == QUERY]
     assert 1 <= len(interrupted) < 10
+
+
+async def test_a_closed_client_reopens_when_used_again(
+    fault_server: FaultServer, make_client: MakeClient
+) -> None:
+    # An adapter's copy, or a notebook cell run twice, may use a client after close().
+    client = make_client(base_url=fault_server.url, max_batch_size=2)
+    first = await client.rank(QUERY, corpus(6))
+    await client.close()
+
+    again = await client.rank(QUERY, corpus(6))
+
+    assert pairs(again) == pairs(first)

@@ -58,7 +58,7 @@ def refused_url() -> str:
 
 def authorization(client: RankingClient) -> str | None:
     """The Authorization header the client's connection pool sends."""
-    value = client._http.headers.get("Authorization")
+    value = client._pool().headers.get("Authorization")
     return None if value is None else str(value)
 
 
@@ -262,7 +262,7 @@ def test_retry_policy_count_is_used_when_max_retries_is_not_given() -> None:
 
 def test_extra_headers_are_sent() -> None:
     with RankingClient(base_url=LOCAL, extra_headers={"X-Request-Source": "tests"}) as client:
-        assert client._http.headers["X-Request-Source"] == "tests"
+        assert client._pool().headers["X-Request-Source"] == "tests"
 
 
 # -- API keys ------------------------------------------------------------------

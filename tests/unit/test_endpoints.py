@@ -7,6 +7,7 @@ import pytest
 from nimrank.endpoints import (
     HOSTED_MODELS_URL,
     Endpoints,
+    display_url,
     hosted_ranking_url,
     is_hosted_nvidia,
     resolve_endpoints,
@@ -350,3 +351,15 @@ def test_url_that_is_not_http_is_refused(base_url: str, protocol: WireProtocol) 
 def test_base_url_that_is_not_a_string_is_a_type_error(base_url: object) -> None:
     with pytest.raises(TypeError, match="base_url"):
         resolve(base_url, NIM)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("http://h:8000/v1/ranking", "http://h:8000/v1/ranking"),
+        ("https://gw/v1/rerank?api-key=s3cret", "https://gw/v1/rerank?api-key=***"),
+        ("https://gw/v1?key=a&version=2&flag", "https://gw/v1?key=***&version=***&flag"),
+    ],
+)
+def test_display_url_masks_every_query_value(url: str, shown: str) -> None:
+    assert display_url(url) == shown
