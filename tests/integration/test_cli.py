@@ -74,6 +74,15 @@ def nimrank(
     )
 
 
+def rank_cli(
+    query: str, source: str, base_url: str, *more: str, **options: Any
+) -> subprocess.CompletedProcess[str]:
+    """``nimrank rank --query QUERY --input SOURCE --base-url URL MORE...``."""
+    return nimrank(
+        "rank", "--query", query, "--input", source, "--base-url", base_url, *more, **options
+    )
+
+
 def console_script() -> Path:
     """The ``nimrank`` entry point installed next to this interpreter."""
     found = Path(sys.executable).with_name("nimrank")
@@ -131,7 +140,7 @@ def jsonl_file(tmp_path: Path) -> Path:
 def test_rank_writes_the_clients_ranking_as_json_lines(
     server: RankingServer, jsonl_file: Path
 ) -> None:
-    result = nimrank("rank", "--query", QUERY, "--input", str(jsonl_file), "--base-url", server.url)
+    result = rank_cli(QUERY, str(jsonl_file), server.url)
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""  # no progress bar when stderr is not a terminal
     assert lines(result.stdout) == client_ranking(server, PASSAGES)
@@ -205,13 +214,9 @@ def test_a_large_input_goes_out_in_batches_and_comes_back_whole(
     ]
     path = tmp_path / "many.txt"
     path.write_text("\n".join(passages), encoding="utf-8")
-    result = nimrank(
-        "rank",
-        "--query",
+    result = rank_cli(
         QUERY,
-        "--input",
         str(path),
-        "--base-url",
         server.url,
         "--max-batch-size",
         "100",
@@ -376,13 +381,13 @@ def test_base_url_comes_from_the_environment(server: RankingServer, jsonl_file: 
 
 def test_a_missing_input_file_is_a_usage_error(server: RankingServer, tmp_path: Path) -> None:
     missing = tmp_path / "nope.jsonl"
-    result = nimrank("rank", "--query", QUERY, "--input", str(missing), "--base-url", server.url)
+    result = rank_cli(QUERY, str(missing), server.url)
     assert_clean_failure(result, 2, "nope.jsonl", "no such file")
     assert server.requests == []
 
 
 def test_a_directory_is_not_an_input_file(server: RankingServer, tmp_path: Path) -> None:
-    result = nimrank("rank", "--query", QUERY, "--input", str(tmp_path), "--base-url", server.url)
+    result = rank_cli(QUERY, str(tmp_path), server.url)
     assert_clean_failure(result, 2, "directory")
 
 
@@ -400,7 +405,7 @@ def test_a_bad_jsonl_line_is_named(
 ) -> None:
     path = tmp_path / "bad.jsonl"
     path.write_text(content, encoding="utf-8")
-    result = nimrank("rank", "--query", QUERY, "--input", str(path), "--base-url", server.url)
+    result = rank_cli(QUERY, str(path), server.url)
     assert_clean_failure(result, 2, "bad.jsonl", *needles)
     assert server.requests == []
 
@@ -408,7 +413,7 @@ def test_a_bad_jsonl_line_is_named(
 def test_a_file_that_is_not_utf8_is_refused(server: RankingServer, tmp_path: Path) -> None:
     path = tmp_path / "latin1.txt"
     path.write_bytes("caf\xe9\n".encode("latin-1"))
-    result = nimrank("rank", "--query", QUERY, "--input", str(path), "--base-url", server.url)
+    result = rank_cli(QUERY, str(path), server.url)
     assert_clean_failure(result, 2, "not UTF-8")
 
 
@@ -440,13 +445,9 @@ def test_bad_arguments_are_usage_errors(args: tuple[str, ...], needle: str) -> N
 def test_an_option_the_client_refuses_is_a_usage_error(
     server: RankingServer, jsonl_file: Path
 ) -> None:
-    result = nimrank(
-        "rank",
-        "--query",
+    result = rank_cli(
         QUERY,
-        "--input",
         str(jsonl_file),
-        "--base-url",
         server.url,
         "--max-batch-size",
         "513",
@@ -465,23 +466,15 @@ def test_no_key_for_the_hosted_api_is_an_auth_error_without_a_request(jsonl_file
 def test_a_refused_key_is_an_auth_error(jsonl_file: Path) -> None:
     # Fake keys only: the server requires one, the command sends another.
     with RankingServer(api_key="nvapi-fake-right") as guarded:
-        wrong = nimrank(
-            "rank",
-            "--query",
+        wrong = rank_cli(
             QUERY,
-            "--input",
             str(jsonl_file),
-            "--base-url",
             guarded.url,
             env=clean_env(NVIDIA_API_KEY="nvapi-fake-wrong"),
         )
-        right = nimrank(
-            "rank",
-            "--query",
+        right = rank_cli(
             QUERY,
-            "--input",
             str(jsonl_file),
-            "--base-url",
             guarded.url,
             env=clean_env(NVIDIA_API_KEY="nvapi-fake-right"),
         )
@@ -493,13 +486,9 @@ def test_a_refused_key_is_an_auth_error(jsonl_file: Path) -> None:
 
 def test_rate_limiting_after_the_retries_is_exit_4(server: RankingServer, jsonl_file: Path) -> None:
     server.inject_fault(429, headers={"Retry-After": "0"}, times=2)
-    result = nimrank(
-        "rank",
-        "--query",
+    result = rank_cli(
         QUERY,
-        "--input",
         str(jsonl_file),
-        "--base-url",
         server.url,
         "--max-retries",
         "1",
@@ -512,13 +501,9 @@ def test_a_server_error_after_the_retries_is_exit_5(
     server: RankingServer, jsonl_file: Path
 ) -> None:
     server.inject_fault(503, headers={"Retry-After": "0"}, times=10)
-    result = nimrank(
-        "rank",
-        "--query",
+    result = rank_cli(
         QUERY,
-        "--input",
         str(jsonl_file),
-        "--base-url",
         server.url,
         "--max-retries",
         "2",
@@ -529,7 +514,7 @@ def test_a_server_error_after_the_retries_is_exit_5(
 
 def test_a_retried_fault_is_invisible(server: RankingServer, jsonl_file: Path) -> None:
     server.inject_fault(503, headers={"Retry-After": "0"})
-    result = nimrank("rank", "--query", QUERY, "--input", str(jsonl_file), "--base-url", server.url)
+    result = rank_cli(QUERY, str(jsonl_file), server.url)
     assert result.returncode == 0, result.stderr
     assert lines(result.stdout) == client_ranking(server, PASSAGES)
 
@@ -537,13 +522,9 @@ def test_a_retried_fault_is_invisible(server: RankingServer, jsonl_file: Path) -
 def test_a_server_that_is_down_is_exit_5(jsonl_file: Path) -> None:
     with RankingServer() as gone:
         url = gone.url  # the port is free again once it stops
-    result = nimrank(
-        "rank",
-        "--query",
+    result = rank_cli(
         QUERY,
-        "--input",
         str(jsonl_file),
-        "--base-url",
         url,
         "--max-retries",
         "0",
@@ -553,13 +534,9 @@ def test_a_server_that_is_down_is_exit_5(jsonl_file: Path) -> None:
 
 def test_a_dropped_connection_is_exit_5(server: RankingServer, jsonl_file: Path) -> None:
     server.inject_disconnect()
-    result = nimrank(
-        "rank",
-        "--query",
+    result = rank_cli(
         QUERY,
-        "--input",
         str(jsonl_file),
-        "--base-url",
         server.url,
         "--max-retries",
         "0",
@@ -569,13 +546,9 @@ def test_a_dropped_connection_is_exit_5(server: RankingServer, jsonl_file: Path)
 
 def test_a_timeout_is_exit_5(server: RankingServer, jsonl_file: Path) -> None:
     server.inject_delay(3.0)
-    result = nimrank(
-        "rank",
-        "--query",
+    result = rank_cli(
         QUERY,
-        "--input",
         str(jsonl_file),
-        "--base-url",
         server.url,
         "--timeout",
         "0.3",
@@ -587,7 +560,7 @@ def test_a_timeout_is_exit_5(server: RankingServer, jsonl_file: Path) -> None:
 
 def test_an_unusable_answer_is_exit_6(server: RankingServer, jsonl_file: Path) -> None:
     server.inject_fault(200, body={"rankings": [{"index": 99, "logit": 1.0}]})
-    result = nimrank("rank", "--query", QUERY, "--input", str(jsonl_file), "--base-url", server.url)
+    result = rank_cli(QUERY, str(jsonl_file), server.url)
     assert_clean_failure(result, 6, "Unusable response")
 
 
