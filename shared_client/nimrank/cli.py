@@ -35,25 +35,29 @@ __all__ = ["EXIT_CODES", "build_parser", "main"]
 _Handler = Callable[[argparse.Namespace], int]
 
 
-def _port(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"port must be in 0..65535, got {value}")
-    return value
+def _number(
+    convert: Callable[[str], float], low: float, high: float = math.inf, *, open_low: bool = False
+) -> Callable[[str], Any]:
+    """An argparse ``type`` that reads a number and refuses it outside its bounds."""
+
+    def parse(text: str) -> float:
+        value = convert(text)
+        too_low = value <= low if open_low else value < low
+        if not math.isfinite(value) or too_low or value > high:
+            bound = f"> {low:g}" if open_low else f">= {low:g}"
+            if high != math.inf:
+                bound = f"in {low:g}..{high:g}"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
+        return value
+
+    return parse
 
 
-def _non_negative(text: str) -> float:
-    value = float(text)
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+_port = _number(int, 0, 65535)
+_non_negative = _number(float, 0)
+_positive_int = _number(int, 1)
+_non_negative_int = _number(int, 0)
+_positive_float = _number(float, 0, open_low=True)
 
 
 def _run_serve(args: argparse.Namespace) -> int:
@@ -262,27 +266,6 @@ def _run_models(args: argparse.Namespace) -> int:
     return _run_client_command("models", work)
 
 
-def _top_n(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
 def _add_service_options(parser: argparse.ArgumentParser) -> None:
     service = parser.add_argument_group(
         "service",
@@ -361,7 +344,7 @@ def _add_rank(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     )
     parser.add_argument(
         "--top-n",
-        type=_top_n,
+        type=_non_negative_int,
         metavar="N",
         help="write only the N best passages (default: all)",
     )
