@@ -14,6 +14,9 @@ import faultserver
 from nimrank import RetryPolicy
 from nimrank.server import RankingServer
 
+#: The model tests name, so that only the discovery tests ask a server for /v1/models.
+TEST_MODEL = "nvidia/llama-3.2-nv-rerankqa-1b-v2"
+
 if TYPE_CHECKING:
     from llama_index.core.instrumentation.span_handlers import SimpleSpanHandler
 
@@ -65,7 +68,8 @@ async def make_client(client_kind: str) -> AsyncIterator[Callable[..., faultserv
     made: list[faultserver.EitherClient] = []
 
     def make(**options: object) -> faultserver.EitherClient:
-        client = faultserver.EitherClient(client_kind, **options)
+        # A model named, so that no test but the discovery ones asks /v1/models first.
+        client = faultserver.EitherClient(client_kind, **{"model": TEST_MODEL, **options})
         made.append(client)
         return client
 

@@ -9,7 +9,15 @@
 from __future__ import annotations
 
 from ._version import __version__
-from .client import DEFAULT_MODEL, UNSET, AsyncRankingClient, RankingClient
+from .client import (
+    DEFAULT_MODEL,
+    HOSTED_DEFAULT_MODEL,
+    UNSET,
+    AsyncRankingClient,
+    RankingClient,
+    base_url_from_environment,
+)
+from .client_pair import RankingClients
 from .errors import (
     APIStatusError,
     AuthenticationError,
@@ -22,25 +30,33 @@ from .errors import (
     ResponseFormatError,
     ServerError,
 )
+from .options import DEFAULT_OPTIONS, OptionValues, RankingOptions, describe_option
 from .results import RankedPassage
 from .retry import RetryPolicy
 
 __all__ = [
     "DEFAULT_MODEL",
+    "DEFAULT_OPTIONS",
+    "HOSTED_DEFAULT_MODEL",
     "UNSET",
     "APIStatusError",
     "AsyncRankingClient",
     "AuthenticationError",
     "BadRequestError",
     "MissingAPIKeyError",
+    "OptionValues",
     "RankedPassage",
     "RankingClient",
+    "RankingClients",
     "RankingConnectionError",
     "RankingError",
+    "RankingOptions",
     "RankingTimeoutError",
     "RateLimitError",
     "ResponseFormatError",
     "RetryPolicy",
     "ServerError",
     "__version__",
+    "base_url_from_environment",
+    "describe_option",
 ]

@@ -1,28 +1,37 @@
-"""``RankingClient`` and ``AsyncRankingClient``.
+"""``RankingClient`` and ``AsyncRankingClient``: orchestration of one ranking call.
 
-Both share ``_BaseClient``: configuration, validation, request building,
-status-to-error mapping, retry decisions and the merge. The two shells only
-send, wait and sleep; they read as the same few lines, one with ``await``.
+Both share ``_BaseClient``: the options, request building, status-to-error
+mapping, retry decisions and the merge. The two shells only send, wait and
+sleep; they read as the same few lines, one with ``await``. What is not
+orchestration lives elsewhere: options in ``options.py``, the plan and merge
+in ``planning.py``, wire formats in ``protocols/``, keys and headers in
+``keys.py``, URLs in ``endpoints.py``, retry timing in ``retry.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import functools
 import logging
+import os
+import queue
 import re
 import ssl
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+import warnings
+import weakref
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import certifi
 import httpx
+from typing_extensions import Unpack
 
 from . import errors
 from ._version import __version__
@@ -34,8 +43,8 @@ from .endpoints import (
     resolve_endpoints,
 )
 from .keys import resolve_api_key
+from .options import DEFAULT_OPTIONS, OptionValues, RankingOptions
 from .planning import (
-    PassageOptions,
     Plan,
     describe_passages,
     merge_rankings,
@@ -44,22 +53,36 @@ from .planning import (
 )
 from .protocols import PROTOCOLS, MalformedResponse, WireProtocol, server_message
 from .results import RankedPassage
-from .retry import RETRYABLE_STATUSES, RetryPolicy
-from .validation import check_int, check_number, check_passages, check_query, check_top_n
+from .retry import RETRYABLE_STATUSES
+from .validation import check_number, check_passages, check_query, check_top_n
 
-__all__ = ["DEFAULT_MODEL", "UNSET", "AsyncRankingClient", "RankingClient"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "HOSTED_DEFAULT_MODEL",
+    "UNSET",
+    "AsyncRankingClient",
+    "RankingClient",
+]
 
 logger = logging.getLogger("nimrank")
 
-DEFAULT_MODEL = "nvidia/llama-3.2-nv-rerankqa-1b-v2"
+#: The model NVIDIA's hosted catalog is asked for when none is named: the one
+#: NVIDIA's newest LangChain integration defaults to.
+HOSTED_DEFAULT_MODEL = "nvidia/llama-nemotron-rerank-1b-v2"
+#: Kept for code that imported it: the hosted default.
+DEFAULT_MODEL = HOSTED_DEFAULT_MODEL
 
-_TRUNCATE_VALUES = (None, "NONE", "END")
-_SCORE_TRANSFORMS = ("raw", "sigmoid")
+#: Where a base URL comes from when none is passed (NIM protocol), in order:
+#: NVIDIA's LangChain and LlamaIndex classes read the first, its Haystack one the second.
+BASE_URL_VARIABLES = ("NVIDIA_BASE_URL", "NVIDIA_API_URL")
+
 # Pause between polls of a hosted request answered with 202 Accepted.
 _POLL_INTERVAL = 0.2
 # What h11 accepts as a header value. Anything else fails at send time with an
 # error that quotes the whole value (a key read from a file with its newline).
 _HEADER_VALUE = re.compile(r"(?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?", re.ASCII)
+
+_T = TypeVar("_T")
 
 
 class _Unset(enum.Enum):
@@ -103,11 +126,13 @@ class _Call:
 
     def __init__(
         self,
+        query: str,
         plan: Plan,
         top_n: int | None,
         score_threshold: float | None,
         progress: ProgressCallback | None,
     ) -> None:
+        self.query = query
         self.plan = plan
         self.top_n = top_n
         self.score_threshold = score_threshold
@@ -132,118 +157,85 @@ class _BaseClient:
     """Configuration and everything that is not I/O, shared by both clients."""
 
     def __init__(
-        self,
-        *,
-        model: str = DEFAULT_MODEL,
-        base_url: str | None = None,
-        api_key: str | None = None,
-        protocol: str = "nim",
-        truncate: str | None = None,
-        max_batch_size: int = 32,
-        max_concurrency: int = 8,
-        timeout: float = 60.0,
-        max_retries: int | None = None,
-        extra_headers: Mapping[str, str] | None = None,
-        max_passage_chars: int | None = None,
-        chunking: bool = False,
-        chunk_overlap_chars: int | None = None,
-        max_chunks_per_doc: int | None = None,
-        score_transform: str = "raw",
-        score_threshold: float | None = None,
-        retry_policy: RetryPolicy | None = None,
+        self, options: RankingOptions | None = None, /, **changes: Unpack[OptionValues]
     ) -> None:
-        if not isinstance(model, str) or not model.strip():
-            raise ValueError(f"model must be a non-empty string, got {model!r}")
-        if protocol not in PROTOCOLS:
-            raise ValueError(f"protocol must be one of {sorted(PROTOCOLS)}, got {protocol!r}")
-        wire = PROTOCOLS[protocol]
-        if truncate not in _TRUNCATE_VALUES:
-            raise ValueError(f"truncate must be 'NONE', 'END' or None, got {truncate!r}")
-        if truncate is not None and protocol != "nim":
-            raise ValueError(
-                "truncate is NIM's server-side switch; for the cohere protocol "
-                "use max_passage_chars (and chunking) instead"
-            )
-        check_int("max_batch_size", max_batch_size, minimum=1, maximum=wire.max_batch_size)
-        check_int("max_concurrency", max_concurrency, minimum=1)
-        check_number("timeout", timeout, positive=True)
-        if max_retries is not None:
-            check_int("max_retries", max_retries, minimum=0)
-        if retry_policy is not None and not isinstance(retry_policy, RetryPolicy):
-            raise TypeError(f"retry_policy must be a nimrank.RetryPolicy, got {retry_policy!r}")
-        if score_transform not in _SCORE_TRANSFORMS:
-            raise ValueError(f"score_transform must be 'raw' or 'sigmoid', got {score_transform!r}")
-        if score_threshold is not None:
-            check_number("score_threshold", score_threshold)
-        self._passage_options = PassageOptions.checked(
-            max_passage_chars, chunking, chunk_overlap_chars, max_chunks_per_doc
-        )
-        if base_url is None and protocol != "nim":
-            raise ValueError(
-                "the cohere protocol needs a base_url, e.g. 'https://api.jina.ai/v1' for Jina "
-                "or 'http://localhost:4000' for a LiteLLM proxy"
-            )
-        self.model = model
-        self.protocol = protocol
-        self.truncate = truncate
-        self.max_batch_size = max_batch_size
-        self.max_concurrency = max_concurrency
-        self.timeout = float(timeout)
-        self.score_transform = score_transform
-        self.score_threshold = score_threshold
-        # max_retries, when given, wins; otherwise the policy's own count (3 by default).
-        self.retry_policy = retry_policy or RetryPolicy()
-        if max_retries is not None:
-            self.retry_policy = self.retry_policy.with_retries(max_retries)
-        self._wire: WireProtocol = wire
-        _check_endpoint_protocol(base_url, protocol)
+        if options is None:
+            options = DEFAULT_OPTIONS
+        elif not isinstance(options, RankingOptions):
+            raise TypeError(f"options must be a nimrank.RankingOptions, got {options!r}")
+        #: The options this client was made from (a frozen value).
+        self.options = options = options.replace(**changes) if changes else options
+        self._wire: WireProtocol = PROTOCOLS[options.protocol]
+        base_url = base_url_from_environment(options.base_url, options.protocol)
+        _check_endpoint_protocol(base_url, options.protocol)
         self.endpoints: Endpoints = resolve_endpoints(
             base_url,
-            model=model,
-            endpoint=wire.endpoint,
-            full_url_markers=wire.full_url_markers,
-            hosted_catalog=protocol == "nim",
+            model=options.model or HOSTED_DEFAULT_MODEL,
+            endpoint=self._wire.endpoint,
+            full_url_markers=self._wire.full_url_markers,
+            hosted_catalog=options.protocol == "nim",
         )
-        self.base_url = base_url
-        key = self._key = resolve_api_key(api_key, protocol, self.endpoints)
-        self._headers = {
+        # A self-hosted service without a model named is asked which it serves,
+        # once, at the first call (NVIDIA's own classes do the same).
+        self._model: str | None = options.model or (
+            HOSTED_DEFAULT_MODEL if self.endpoints.hosted else None
+        )
+        self.retry_policy = options.effective_retry_policy
+        key = self._key = resolve_api_key(options.api_key, options.protocol, self.endpoints)
+        headers = {
             "Accept": "application/json",
             "User-Agent": f"nimrank/{__version__}",
-            **dict(extra_headers or {}),
+            **options.extra_headers,
         }
         if key:
-            self._headers["Authorization"] = f"Bearer {key}"
-        _check_header_values(self._headers)
+            headers["Authorization"] = f"Bearer {key}"
+        self._headers = _check_header_values(headers)
+        self._reset_io()
+        _LIVE_CLIENTS.add(self)
+
+    def _reset_io(self) -> None:
+        """Forget every lock, pool and thread: at construction, and in a forked child.
+
+        A child of ``fork()`` must never touch its parent's connections (two
+        processes reading one socket get each other's answers), thread pool
+        (its threads do not exist there) or locks (one may be held forever).
+        """
+        self._model_lock = threading.Lock()
+
+    @property
+    def model(self) -> str | None:
+        """The model the client sends (``None`` until a self-hosted service was asked)."""
+        return self._model
+
+    @property
+    def timeout(self) -> float:
+        """Seconds one request may take."""
+        return self.options.timeout
 
     @property
     def max_retries(self) -> int:
         """Retries per request after the first attempt."""
         return self.retry_policy.max_retries
 
-    @property
-    def passage_options(self) -> PassageOptions:
-        """The client-side truncation and chunking settings."""
-        return self._passage_options
-
     def __repr__(self) -> str:
         # The key is never shown, only whether one is set.
         key = "'***'" if "Authorization" in self._headers else "None"
         url = display_url(self.endpoints.ranking_url)
         return (
-            f"{type(self).__name__}(model={self.model!r}, url={url!r}, "
-            f"protocol={self.protocol!r}, api_key={key})"
+            f"{type(self).__name__}(model={self._model!r}, url={url!r}, "
+            f"protocol={self.options.protocol!r}, api_key={key})"
         )
 
     def _httpx_options(self) -> dict[str, Any]:
+        concurrency = self.options.max_concurrency
         return {
             "verify": _default_ssl_context(),
             "headers": self._headers,
             # No pool timeout: a request waiting for a free connection is queued
             # work, not a slow server.
-            "timeout": httpx.Timeout(self.timeout, pool=None),
+            "timeout": httpx.Timeout(self.options.timeout, pool=None),
             "limits": httpx.Limits(
-                max_connections=self.max_concurrency,
-                max_keepalive_connections=self.max_concurrency,
+                max_connections=concurrency, max_keepalive_connections=concurrency
             ),
             # Not followed: httpx drops only Authorization on a cross-origin
             # redirect, so extra_headers (a proxy's token) would travel on. A 3xx
@@ -265,19 +257,20 @@ class _BaseClient:
         score_threshold: float | _Unset | None,
         progress: ProgressCallback | None,
     ) -> _Call:
+        """Check the arguments and plan the batches: all before any request."""
         check_query(query)
         texts = check_passages(passages)
         top_n = check_top_n(top_n)
         if score_threshold is UNSET:
-            score_threshold = self.score_threshold
+            score_threshold = self.options.score_threshold
         elif score_threshold is not None:
             check_number("score_threshold", score_threshold)
         if progress is not None and not callable(progress):
             raise TypeError(f"progress must be a callable or None, got {progress!r}")
-        plan = plan_batches(texts, self.max_batch_size, self._passage_options)
-        return _Call(plan, top_n, score_threshold, progress)
+        plan = plan_batches(texts, self.options.max_batch_size, self.options.passage_options)
+        return _Call(query, plan, top_n, score_threshold, progress)
 
-    def _batch_request(self, call: _Call, query: str, batch: int) -> _Request:
+    def _batch_request(self, call: _Call, model: str, batch: int) -> _Request:
         plan = call.plan
         texts = plan.batch_texts(batch)
         held = plan.passages_in_batch(batch)
@@ -285,7 +278,7 @@ class _BaseClient:
             method="POST",
             url=self.endpoints.ranking_url,
             body=self._wire.build_request(
-                model=self.model, query=query, passages=texts, truncate=self.truncate
+                model=model, query=call.query, passages=texts, truncate=self.options.truncate
             ),
             what=f"batch {batch + 1} of {len(plan.batches)} ({describe_passages(held)})",
             passages=tuple(held),
@@ -312,7 +305,7 @@ class _BaseClient:
         ranking = merge_rankings(call.plan, segment_scores)
         return select(
             ranking,
-            score_transform=self.score_transform,
+            score_transform=self.options.score_transform,
             score_threshold=call.score_threshold,
             top_n=call.top_n,
         )
@@ -338,6 +331,25 @@ class _BaseClient:
             ids = [model_id for model_id in ids if "rerank" in model_id]
         return ids
 
+    def _discovered(self, request: _Request, ids: Sequence[str]) -> str:
+        """Take the first model the service lists (once per client), as NVIDIA's classes do."""
+        if not ids:
+            raise errors.ResponseFormatError(
+                f"{request.shown_url} lists no ranking model: pass model=... naming the "
+                "model the service runs",
+                url=request.shown_url,
+            )
+        with self._model_lock:
+            if self._model is None:
+                self._model = ids[0]
+                warnings.warn(
+                    f"nimrank: no model given; using {ids[0]!r}, the first model "
+                    f"{request.shown_url} lists (pass model=... to choose)",
+                    UserWarning,
+                    stacklevel=4,
+                )
+            return self._model
+
     # -- failures and retries ------------------------------------------------
 
     def _polling_url(self, response: httpx.Response) -> str | None:
@@ -355,7 +367,7 @@ class _BaseClient:
         return _Failure(
             errors.RankingTimeoutError(
                 f"{request.shown_url} accepted {request.what} but had no result within "
-                f"{self.timeout:g}s of polling",
+                f"{self.options.timeout:g}s of polling",
                 url=request.shown_url,
                 passages=request.passages,
             ),
@@ -387,7 +399,8 @@ class _BaseClient:
     def _failure_for_exception(self, request: _Request, exc: httpx.HTTPError) -> _Failure:
         if isinstance(exc, httpx.TimeoutException):
             error: errors.RankingError = errors.RankingTimeoutError(
-                f"No answer from {request.shown_url} within {self.timeout:g}s for {request.what} "
+                f"No answer from {request.shown_url} within {self.options.timeout:g}s for "
+                f"{request.what} "
                 f"({type(exc).__name__})",
                 url=request.shown_url,
                 passages=request.passages,
@@ -405,6 +418,17 @@ class _BaseClient:
             passages=request.passages,
         )
         return _Failure(error, retryable=retryable)
+
+    def _failure_if_closed(self, request: _Request, exc: RuntimeError, closed: bool) -> _Failure:
+        """A call that lost a race with ``close()`` fails typed, at once."""
+        if not closed:
+            raise exc
+        error = errors.RankingConnectionError(
+            f"The client was closed while sending {request.what} to {request.shown_url}",
+            url=request.shown_url,
+            passages=request.passages,
+        )
+        return _Failure(error, retryable=False)
 
     def _retry_wait(
         self, request: _Request, failure: _Failure, attempt: int, call: _Call | None
@@ -433,9 +457,9 @@ class RankingClient(_BaseClient):
     """Rank passages against a query, from synchronous code.
 
     Batches go out concurrently on a thread pool (never more than
-    ``max_concurrency`` at once) over one connection pool that is kept open;
-    no event loop is involved, so it also works inside a running one
-    (a notebook, an async server's sync handler).
+    ``max_concurrency`` at once, across every call on the client) over one
+    connection pool that is kept open; no event loop is involved, so it also
+    works inside a running one (a notebook, an async server's sync handler).
 
     Example::
 
@@ -445,17 +469,26 @@ class RankingClient(_BaseClient):
             for p in client.rank("What is the memory bandwidth of H100?", passages, top_n=3):
                 print(p.index, p.score, p.text)
 
-    See ``README.md`` for every option; ``AsyncRankingClient`` takes the same ones.
+    Takes a ``RankingOptions`` value, its fields as keyword arguments, or both
+    (the keywords change the value); ``AsyncRankingClient`` takes the same.
     """
 
-    def __init__(self, **options: Any) -> None:
-        super().__init__(**options)
+    def __init__(
+        self, options: RankingOptions | None = None, /, **changes: Unpack[OptionValues]
+    ) -> None:
+        super().__init__(options, **changes)
+
+    def _reset_io(self) -> None:
+        super()._reset_io()
         # Both made on first use, and again after close(): a closed client that
-        # is used again (an adapter's copy, a notebook cell) reopens, as the
-        # async client does.
+        # is used again (an adapter's copy, a notebook cell) reopens.
         self._http: httpx.Client | None = None
         self._workers: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
+        # Requests in flight per pool: close() never closes a pool another thread
+        # is reading from (the socket's number could be reused under that read);
+        # the last request on a pool that close() retired closes it.
+        self._users: dict[httpx.Client, int] = {}
 
     def rank(
         self,
@@ -481,7 +514,7 @@ class RankingClient(_BaseClient):
         Returns:
             One ``RankedPassage`` per input passage (before ``top_n`` and the
             threshold), carrying its index in ``passages``. Blank passages are
-            not sent and rank last with score ``-inf``.
+            not sent and rank last, in input order, with score ``None``.
 
         Raises:
             RankingError: a subclass saying what failed (see ``nimrank.errors``).
@@ -489,53 +522,71 @@ class RankingClient(_BaseClient):
         call = self._prepare(query, passages, top_n, score_threshold, progress)
         if call.top_n == 0:
             return []
-        batches = range(len(call.plan.batches))
+        if not call.plan.batches:
+            return self._finish(call, [])
+        model = self._model or self._discover_model()
 
         def rank_batch(batch: int) -> list[float]:
-            request = self._batch_request(call, query, batch)
-            try:
-                return self._batch_scores(call, request, self._send(request, call))
-            except BaseException:
-                # Whatever the failure (a 401, a malformed body), the other
-                # batches stop retrying: the call has failed.
-                call.abandoned = True
-                raise
+            request = self._batch_request(call, model, batch)
+            return self._batch_scores(call, request, self._send(request, call))
 
-        if len(batches) <= 1:
-            results = [rank_batch(batch) for batch in batches]
-        else:
-            futures: list[Future[list[float]]] = []
-            try:
-                futures.extend(self._executor().submit(rank_batch, batch) for batch in batches)
-                # Raise the first failure in time, as the async client does: a batch
-                # that gave up because another failed is not the cause.
-                for future in as_completed(futures):
-                    error = future.exception()
-                    if error is not None:
-                        raise error
-            except BaseException:
-                # A failed batch, or Ctrl-C (or any signal-raised exception) while
-                # waiting: the batches not started yet must not run on the shared
-                # pool after the call is over, nor the running ones retry.
-                call.abandoned = True
-                for other in futures:
-                    other.cancel()
-                raise
-            results = [future.result() for future in futures]
-        return self._finish(call, results)
+        return self._finish(call, self._map_or_cancel(call, rank_batch))
 
     def list_models(self) -> list[str]:
         """The ids of the ranking models the service offers."""
         request = self._models_request()
         return self._model_ids(request, self._send(request, None))
 
+    def _discover_model(self) -> str:
+        request = self._models_request()
+        return self._discovered(request, self._model_ids(request, self._send(request, None)))
+
+    def _map_or_cancel(self, call: _Call, rank_batch: Callable[[int], _T]) -> list[_T]:
+        """``rank_batch`` over every batch on the worker threads, in batch order.
+
+        The first failure in time is raised (a batch that gave up because
+        another failed is not the cause), as ``_gather_or_cancel`` does.
+        """
+        batches = range(len(call.plan.batches))
+        if len(batches) == 1:
+            return [_abandon_on_failure(call, rank_batch, 0)]
+        futures: list[Future[_T]] = []
+        # Done callbacks, not as_completed(): they also fire for a batch that
+        # close() cancelled, which as_completed() would wait for forever.
+        done: queue.SimpleQueue[Future[_T]] = queue.SimpleQueue()
+        try:
+            workers = self._executor()
+            for batch in batches:
+                try:
+                    future = workers.submit(_abandon_on_failure, call, rank_batch, batch)
+                except RuntimeError:  # "cannot schedule new futures after shutdown"
+                    raise _closed_during(call) from None
+                future.add_done_callback(done.put)
+                futures.append(future)
+            for _ in futures:
+                future = done.get()
+                if future.cancelled():
+                    raise _closed_during(call)
+                error = future.exception()
+                if error is not None:
+                    raise error
+        except BaseException:
+            # A failed batch, or Ctrl-C (or any signal-raised exception) while
+            # waiting: the batches not started yet must not run on the shared
+            # pool after the call is over, nor the running ones retry.
+            call.abandoned = True
+            for other in futures:
+                other.cancel()
+            raise
+        return [future.result() for future in futures]
+
     def _send(self, request: _Request, call: _Call | None) -> httpx.Response:
         attempt = 0
         while True:
+            http = self._lease()
             try:
-                http = self._pool()
                 response = http.request(request.method, request.url, json=request.body)
-                deadline = time.monotonic() + self.timeout
+                deadline = time.monotonic() + self.options.timeout
                 while (poll_url := self._polling_url(response)) is not None:
                     if time.monotonic() > deadline:
                         raise self._poll_timeout(request).error
@@ -544,6 +595,10 @@ class RankingClient(_BaseClient):
                 failure = self._failure_for_status(request, response)
             except httpx.HTTPError as exc:
                 failure = self._failure_for_exception(request, exc)
+            except RuntimeError as exc:
+                failure = self._failure_if_closed(request, exc, http.is_closed)
+            finally:
+                self._release(http)
             if failure is None:
                 return response
             attempt += 1
@@ -559,22 +614,44 @@ class RankingClient(_BaseClient):
                 self._http = httpx.Client(**self._httpx_options())
             return self._http
 
+    def _lease(self) -> httpx.Client:
+        """The pool, counted as in use until ``_release``."""
+        http = self._pool()
+        with self._lock:
+            self._users[http] = self._users.get(http, 0) + 1
+        return http
+
+    def _release(self, http: httpx.Client) -> None:
+        with self._lock:
+            left = self._users[http] = self._users[http] - 1
+            retired = left == 0 and http is not self._http
+            if left == 0:
+                del self._users[http]
+        if retired:
+            http.close()
+
     def _executor(self) -> ThreadPoolExecutor:
         with self._lock:
             if self._workers is None:
                 self._workers = ThreadPoolExecutor(
-                    max_workers=self.max_concurrency, thread_name_prefix="nimrank"
+                    max_workers=self.options.max_concurrency, thread_name_prefix="nimrank"
                 )
             return self._workers
 
     def close(self) -> None:
-        """Close the connection pool and the worker threads (a later call reopens them)."""
+        """Close the connection pool and the worker threads (a later call reopens them).
+
+        Returns at once: batches not yet started are cancelled (their call
+        raises ``RankingConnectionError``), and requests already in flight
+        finish first, on connections closed when they are done.
+        """
         with self._lock:
             workers, self._workers = self._workers, None
             http, self._http = self._http, None
+            in_use = http in self._users
         if workers is not None:
-            workers.shutdown(wait=True)
-        if http is not None:
+            workers.shutdown(wait=False, cancel_futures=True)
+        if http is not None and not in_use:
             http.close()
 
     def __enter__(self) -> RankingClient:
@@ -593,8 +670,9 @@ class AsyncRankingClient(_BaseClient):
     """Rank passages against a query, from asyncio code.
 
     Takes the same options as ``RankingClient``. Batches are sent as
-    concurrent tasks, never more than ``max_concurrency`` in flight, over one
-    connection pool that is kept open until ``aclose()``.
+    concurrent tasks, never more than ``max_concurrency`` in flight across
+    every call on the client in one event loop, over one connection pool per
+    loop that is kept open until ``aclose()``.
 
     Example::
 
@@ -604,14 +682,19 @@ class AsyncRankingClient(_BaseClient):
             ranked = await client.rank("What is the memory bandwidth of H100?", passages)
     """
 
-    def __init__(self, **options: Any) -> None:
-        super().__init__(**options)
+    def __init__(
+        self, options: RankingOptions | None = None, /, **changes: Unpack[OptionValues]
+    ) -> None:
+        super().__init__(options, **changes)
+
+    def _reset_io(self) -> None:
+        super()._reset_io()
         # An httpx connection belongs to the event loop that opened it. Most
-        # programs run one loop, so this holds one pool; a script that calls
+        # programs run one loop, so this holds one; a script that calls
         # asyncio.run() twice, or threads with loops of their own, get one each
         # instead of "Event loop is closed".
-        self._pools: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
-        self._pools_lock = threading.Lock()
+        self._loops: dict[asyncio.AbstractEventLoop, _LoopIO] = {}
+        self._loops_lock = threading.Lock()
 
     async def rank(
         self,
@@ -629,33 +712,37 @@ class AsyncRankingClient(_BaseClient):
         call = self._prepare(query, passages, top_n, score_threshold, progress)
         if call.top_n == 0:
             return []
-        in_flight = asyncio.Semaphore(self.max_concurrency)
+        if not call.plan.batches:
+            return self._finish(call, [])
+        model = self._model or await self._discover_model()
+        slots = self._io().slots
 
         async def rank_batch(batch: int) -> list[float]:
-            request = self._batch_request(call, query, batch)
-            async with in_flight:
+            request = self._batch_request(call, model, batch)
+            async with slots:
                 response = await self._send(request, call)
             return self._batch_scores(call, request, response)
 
         batches = range(len(call.plan.batches))
-        if len(batches) <= 1:
-            results = [await rank_batch(batch) for batch in batches]
-        else:
-            results = await _gather_or_cancel([rank_batch(batch) for batch in batches])
-        return self._finish(call, results)
+        return self._finish(call, await _gather_or_cancel([rank_batch(b) for b in batches]))
 
     async def list_models(self) -> list[str]:
         """The ids of the ranking models the service offers."""
         request = self._models_request()
         return self._model_ids(request, await self._send(request, None))
 
+    async def _discover_model(self) -> str:
+        request = self._models_request()
+        ids = self._model_ids(request, await self._send(request, None))
+        return self._discovered(request, ids)
+
     async def _send(self, request: _Request, call: _Call | None) -> httpx.Response:
         attempt = 0
         while True:
+            http = self._io().http
             try:
-                http = self._pool()
                 response = await http.request(request.method, request.url, json=request.body)
-                deadline = time.monotonic() + self.timeout
+                deadline = time.monotonic() + self.options.timeout
                 while (poll_url := self._polling_url(response)) is not None:
                     if time.monotonic() > deadline:
                         raise self._poll_timeout(request).error
@@ -664,6 +751,8 @@ class AsyncRankingClient(_BaseClient):
                 failure = self._failure_for_status(request, response)
             except httpx.HTTPError as exc:
                 failure = self._failure_for_exception(request, exc)
+            except RuntimeError as exc:
+                failure = self._failure_if_closed(request, exc, http.is_closed)
             if failure is None:
                 return response
             attempt += 1
@@ -672,27 +761,44 @@ class AsyncRankingClient(_BaseClient):
                 raise failure.error
             await asyncio.sleep(wait)
 
-    def _pool(self) -> httpx.AsyncClient:
-        """The connection pool of the running event loop, made on first use."""
+    def _io(self) -> _LoopIO:
+        """The connection pool and request slots of the running event loop, made on first use."""
         loop = asyncio.get_running_loop()
-        with self._pools_lock:
-            pool = self._pools.get(loop)
-            if pool is None:
+        with self._loops_lock:
+            io = self._loops.get(loop)
+            if io is None:
                 # Pools of loops that have ended are dead: their sockets went
                 # with the loop, and keeping them would keep the loop alive.
-                for ended in [other for other in self._pools if other.is_closed()]:
-                    del self._pools[ended]
-                pool = self._pools[loop] = httpx.AsyncClient(**self._httpx_options())
-            return pool
+                for ended in [other for other in self._loops if other.is_closed()]:
+                    del self._loops[ended]
+                io = self._loops[loop] = _LoopIO(
+                    httpx.AsyncClient(**self._httpx_options()),
+                    asyncio.Semaphore(self.options.max_concurrency),
+                )
+            return io
 
     async def aclose(self) -> None:
         """Close the connection pool of the running event loop (and forget ended ones)."""
         loop = asyncio.get_running_loop()
-        with self._pools_lock:
-            pool = self._pools.pop(loop, None)
-            self._pools = {other: p for other, p in self._pools.items() if not other.is_closed()}
-        if pool is not None:
-            await pool.aclose()
+        with self._loops_lock:
+            io = self._loops.pop(loop, None)
+            self._loops = {other: v for other, v in self._loops.items() if not other.is_closed()}
+        if io is not None:
+            await io.http.aclose()
+
+    def discard(self) -> None:
+        """Close every pool from outside its loop (an adapter's options changed).
+
+        A pool whose loop still runs is closed on that loop; one whose loop has
+        ended lost its sockets with it.
+        """
+        with self._loops_lock:
+            loops, self._loops = self._loops, {}
+        for loop, io in loops.items():
+            if not loop.is_closed():
+                # The loop may close in the meantime: then its sockets are gone too.
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(_close_soon, io.http)
 
     async def __aenter__(self) -> AsyncRankingClient:
         return self
@@ -706,9 +812,47 @@ class AsyncRankingClient(_BaseClient):
         await self.aclose()
 
 
-async def _gather_or_cancel(coroutines: list[Any]) -> list[Any]:
+@dataclass(frozen=True)
+class _LoopIO:
+    """What an async client keeps per event loop."""
+
+    http: httpx.AsyncClient
+    #: Bounds requests in flight across every call on this loop.
+    slots: asyncio.Semaphore
+
+
+#: Closes scheduled by ``discard()``, kept until done (the loop holds tasks weakly).
+_CLOSING: set[asyncio.Task[None]] = set()
+
+
+def _close_soon(http: httpx.AsyncClient) -> None:
+    task = asyncio.ensure_future(http.aclose())
+    _CLOSING.add(task)
+    task.add_done_callback(_CLOSING.discard)
+
+
+def _closed_during(call: _Call) -> errors.RankingConnectionError:
+    return errors.RankingConnectionError(
+        "The client was closed during the call: its batches not yet sent were cancelled",
+        passages=range(len(call.plan.passages)),
+    )
+
+
+def _abandon_on_failure(call: _Call, rank_batch: Callable[[int], _T], batch: int) -> _T:
+    try:
+        return rank_batch(batch)
+    except BaseException:
+        # Whatever the failure (a 401, a malformed body), the other batches stop
+        # retrying: the call has failed.
+        call.abandoned = True
+        raise
+
+
+async def _gather_or_cancel(coroutines: Iterable[Coroutine[Any, Any, _T]]) -> list[_T]:
     """Run ``coroutines`` as tasks; on the first failure cancel the rest and re-raise."""
     tasks = [asyncio.ensure_future(coroutine) for coroutine in coroutines]
+    if len(tasks) == 1:
+        return [await tasks[0]]
     try:
         return list(await asyncio.gather(*tasks))
     except BaseException:
@@ -736,7 +880,21 @@ def _check_endpoint_protocol(base_url: str | None, protocol: str) -> None:
             )
 
 
-def _check_header_values(headers: Mapping[str, str]) -> None:
+def base_url_from_environment(base_url: str | None, protocol: str) -> str | None:
+    """``base_url``, else (NIM protocol) the first of ``BASE_URL_VARIABLES`` that is set.
+
+    The one rule for the client and every adapter: an explicit base URL wins;
+    ``None`` means NVIDIA's hosted catalog only when no variable names another.
+    """
+    if base_url is not None or protocol != "nim":
+        return base_url
+    for name in BASE_URL_VARIABLES:
+        if os.environ.get(name):
+            return os.environ[name]
+    return None
+
+
+def _check_header_values(headers: Mapping[str, str]) -> dict[str, str]:
     """Refuse, before any request, a header value the HTTP layer would refuse.
 
     httpx's refusal quotes the value, key and all, into the error and the retry
@@ -749,6 +907,20 @@ def _check_header_values(headers: Mapping[str, str]) -> None:
                 f"{what} has leading or trailing whitespace, a line break or a NUL "
                 "(a newline read from a file?): strip it"
             )
+    return dict(headers)
+
+
+#: Every client alive, so that a forked child can make them forget their I/O.
+_LIVE_CLIENTS: weakref.WeakSet[_BaseClient] = weakref.WeakSet()
+
+
+def _forget_io_after_fork() -> None:
+    for client in list(_LIVE_CLIENTS):
+        client._reset_io()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_forget_io_after_fork)
 
 
 @functools.cache

@@ -27,7 +27,7 @@ from nimrank import (
 )
 
 LOCAL = "http://127.0.0.1:8000/v1"
-HOSTED_URL = "https://ai.api.nvidia.com/v1/retrieval/nvidia/llama-3_2-nv-rerankqa-1b-v2/reranking"
+HOSTED_URL = "https://ai.api.nvidia.com/v1/retrieval/nvidia/llama-nemotron-rerank-1b-v2/reranking"
 FAKE_KEY = "nvapi-fake-0000-not-a-real-key"
 KEY_VARIABLES = (
     "NVIDIA_API_KEY",
@@ -142,7 +142,9 @@ INVALID_OPTIONS = [
     ),
     pytest.param({"model": ""}, ValueError, "model", id="model-empty"),
     pytest.param({"model": "   "}, ValueError, "model", id="model-blank"),
-    pytest.param({"model": None}, (TypeError, ValueError), "model", id="model-none"),
+    pytest.param({"model": 3}, (TypeError, ValueError), "model", id="model-int"),
+    pytest.param({"timeout": 1e10}, ValueError, "timeout", id="timeout-past-a-day"),
+    pytest.param({"timeout": float("inf")}, ValueError, "timeout", id="timeout-inf"),
     pytest.param({"api_key": 12345}, TypeError, "api_key", id="api-key-int"),
     pytest.param({"retry_policy": "fast"}, TypeError, "retry_policy", id="retry-policy-str"),
     pytest.param({"retry_policy": 3}, TypeError, "retry_policy", id="retry-policy-int"),
@@ -196,14 +198,16 @@ def test_options_are_keyword_only(client_class: type[AnyClient]) -> None:
 
 def test_defaults() -> None:
     with RankingClient(base_url=LOCAL) as client:
-        assert client.model == DEFAULT_MODEL
-        assert client.protocol == "nim"
-        assert client.truncate is None
-        assert (client.max_batch_size, client.max_concurrency) == (32, 8)
+        # A self-hosted service is asked for its model at the first call.
+        assert client.model is None
+        options = client.options
+        assert options.protocol == "nim"
+        assert options.truncate is None
+        assert (options.max_batch_size, options.max_concurrency) == (32, 8)
         assert client.timeout == 60.0
         assert client.max_retries == 3
-        assert client.score_transform == "raw"
-        assert client.score_threshold is None
+        assert options.score_transform == "raw"
+        assert options.score_threshold is None
         assert client.endpoints.ranking_url == "http://127.0.0.1:8000/v1/ranking"
         assert client.endpoints.models_url == "http://127.0.0.1:8000/v1/models"
 
@@ -235,15 +239,12 @@ def test_defaults() -> None:
 def test_valid_option_is_accepted_and_kept(options: dict[str, Any]) -> None:
     with RankingClient(base_url=LOCAL, **options) as client:
         for name, value in options.items():
-            if hasattr(client, name):
-                assert getattr(client, name) == value
-            else:
-                assert getattr(client.passage_options, name) == value
+            assert getattr(client.options, name) == value
 
 
 def test_overlap_defaults_to_a_tenth_of_the_window() -> None:
     with RankingClient(base_url=LOCAL, max_passage_chars=2000, chunking=True) as client:
-        assert client.passage_options.chunk_overlap_chars == 200
+        assert client.options.passage_options.chunk_overlap_chars == 200
 
 
 def test_max_retries_overrides_the_policys_count() -> None:
@@ -461,7 +462,7 @@ def test_an_extra_header_with_a_line_break_is_refused_without_showing_it(
 @pytest.mark.parametrize("kind", ["sync", "async"])
 async def test_unreachable_port_makes_a_request_fail(kind: str, refused_url: str) -> None:
     # The control for the tests below: had they sent a request, it would raise this.
-    async with open_client(kind, base_url=refused_url, max_retries=0) as client:
+    async with open_client(kind, base_url=refused_url, model="m", max_retries=0) as client:
         with pytest.raises(RankingConnectionError) as caught:
             await rank(client, "query", ["passage"])
     assert caught.value.passages == (0,)
@@ -510,7 +511,7 @@ async def test_invalid_rank_argument_fails_before_any_request(
     error: type[Exception],
     match: str,
 ) -> None:
-    async with open_client(kind, base_url=refused_url, max_retries=0) as client:
+    async with open_client(kind, base_url=refused_url, model="m", max_retries=0) as client:
         with pytest.raises(error, match=match):
             await rank(client, query, passages, **kwargs)
 
@@ -528,13 +529,13 @@ async def test_invalid_rank_argument_fails_before_any_request(
 async def test_nothing_to_return_sends_no_request(
     kind: str, refused_url: str, passages: list[str], kwargs: dict[str, Any]
 ) -> None:
-    async with open_client(kind, base_url=refused_url, max_retries=0) as client:
+    async with open_client(kind, base_url=refused_url, model="m", max_retries=0) as client:
         assert await rank(client, "query", passages, **kwargs) == []
 
 
 @pytest.mark.parametrize("kind", ["sync", "async"])
 async def test_blank_passages_rank_last_without_a_request(kind: str, refused_url: str) -> None:
-    async with open_client(kind, base_url=refused_url, max_retries=0) as client:
+    async with open_client(kind, base_url=refused_url, model="m", max_retries=0) as client:
         ranked = await rank(client, "query", ["", "  ", "\n"])
     assert [(p.index, p.score, p.text) for p in ranked] == [
         (0, -math.inf, ""),
@@ -546,7 +547,7 @@ async def test_blank_passages_rank_last_without_a_request(kind: str, refused_url
 @pytest.mark.parametrize("kind", ["sync", "async"])
 async def test_tuple_of_passages_is_accepted(kind: str, refused_url: str) -> None:
     # Any sequence of strings will do; it reaches the network (and fails there).
-    async with open_client(kind, base_url=refused_url, max_retries=0) as client:
+    async with open_client(kind, base_url=refused_url, model="m", max_retries=0) as client:
         with pytest.raises(RankingConnectionError):
             await rank(client, "query", ("a", "b"))
 
