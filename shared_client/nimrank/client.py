@@ -38,11 +38,17 @@ from .planning import (
     PassageOptions,
     Plan,
     describe_passages,
-    merge_rankings,
+    final_ranking,
     plan_batches,
-    select,
 )
-from .protocols import PROTOCOLS, MalformedResponse, WireProtocol, server_message
+from .protocols import (
+    PROTOCOLS,
+    MalformedResponse,
+    WireProtocol,
+    decode_json,
+    parse_model_list,
+    server_message,
+)
 from .results import RankedPassage
 from .retry import RETRYABLE_STATUSES, RetryPolicy
 from .validation import check_int, check_number, check_passages, check_query, check_top_n
@@ -266,7 +272,7 @@ class _BaseClient:
         progress: ProgressCallback | None,
     ) -> _Call:
         check_query(query)
-        texts = check_passages(passages)
+        texts = check_passages(passages, images=self._wire.supports_images)
         top_n = check_top_n(top_n)
         if score_threshold is UNSET:
             score_threshold = self.score_threshold
@@ -296,7 +302,7 @@ class _BaseClient:
         self, call: _Call, request: _Request, response: httpx.Response
     ) -> list[float]:
         try:
-            scores = self._wire.parse_response(response.json(), request.size)
+            scores = self._wire.parse_response(decode_json(response.content), request.size)
         except (MalformedResponse, ValueError) as exc:
             raise errors.ResponseFormatError(
                 f"Unusable response from {request.shown_url} for {request.what}: {exc}. "
@@ -309,9 +315,9 @@ class _BaseClient:
 
     def _finish(self, call: _Call, batch_scores: Sequence[list[float]]) -> list[RankedPassage]:
         segment_scores = [score for scores in batch_scores for score in scores]
-        ranking = merge_rankings(call.plan, segment_scores)
-        return select(
-            ranking,
+        return final_ranking(
+            call.plan,
+            segment_scores,
             score_transform=self.score_transform,
             score_threshold=call.score_threshold,
             top_n=call.top_n,
@@ -324,14 +330,10 @@ class _BaseClient:
 
     def _model_ids(self, request: _Request, response: httpx.Response) -> list[str]:
         try:
-            body = response.json()
-            items = body["data"] if isinstance(body, dict) else body
-            ids = [item["id"] if isinstance(item, dict) else item for item in items]
-            if not all(isinstance(model_id, str) for model_id in ids):
-                raise ValueError("model ids must be strings")
-        except (ValueError, KeyError, TypeError) as exc:
+            ids = parse_model_list(decode_json(response.content))
+        except MalformedResponse as exc:
             raise errors.ResponseFormatError(
-                f"Unusable model list from {request.shown_url}: {exc!r}", url=request.shown_url
+                f"Unusable model list from {request.shown_url}: {exc}", url=request.shown_url
             ) from None
         if self.endpoints.hosted:
             # The hosted catalog lists every kind of model; only rankers serve here.
@@ -481,7 +483,7 @@ class RankingClient(_BaseClient):
         Returns:
             One ``RankedPassage`` per input passage (before ``top_n`` and the
             threshold), carrying its index in ``passages``. Blank passages are
-            not sent and rank last with score ``-inf``.
+            not sent and rank last with score ``None``.
 
         Raises:
             RankingError: a subclass saying what failed (see ``nimrank.errors``).

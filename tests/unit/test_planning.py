@@ -120,10 +120,16 @@ def is_blank(text: str) -> bool:
     return not text.strip()
 
 
+def sort_key(passage: RankedPassage) -> float:
+    return -math.inf if passage.score is None else passage.score
+
+
 def assert_ranking_order(ranking: Sequence[RankedPassage]) -> None:
+    """Best first, ties in input order, unscored (None) last in input order."""
     for better, worse in itertools.pairwise(ranking):
-        assert better.score > worse.score or (
-            better.score == worse.score and better.index < worse.index
+        assert better.score is not None or worse.score is None, (better, worse)
+        assert sort_key(better) > sort_key(worse) or (
+            sort_key(better) == sort_key(worse) and better.index < worse.index
         ), (better, worse)
 
 
@@ -154,10 +160,10 @@ def test_every_passage_comes_back_once_with_its_own_score(
     for passage in ranking:
         text = passages[passage.index]
         assert passage.text == text
-        assert passage.score == (-math.inf if is_blank(text) else score_of(text))
+        assert passage.score == (None if is_blank(text) else score_of(text))
     assert_ranking_order(ranking)
-    # Blank passages are last, and only they score -inf.
-    blanks = [p for p in ranking if p.score == -math.inf]
+    # Blank passages are last, in input order, and only they score None.
+    blanks = [p for p in ranking if p.score is None]
     assert ranking[len(ranking) - len(blanks) :] == blanks
     assert {p.index for p in blanks} == {i for i, t in enumerate(passages) if is_blank(t)}
 
@@ -223,9 +229,9 @@ def test_all_blank_passages_send_nothing_and_rank_in_input_order() -> None:
     plan = plan_batches(["", "  ", "\n"], 32)
     assert plan.batches == ()
     assert [(p.index, p.score) for p in merge_rankings(plan, [])] == [
-        (0, -math.inf),
-        (1, -math.inf),
-        (2, -math.inf),
+        (0, None),
+        (1, None),
+        (2, None),
     ]
 
 
@@ -476,7 +482,7 @@ def test_chunked_passage_scores_its_best_window(
     for passage in ranking:
         text = passages[passage.index]
         if is_blank(text):
-            expected = -math.inf
+            expected = None
         elif len(text) <= limit:
             expected = score_of(text)
         else:
@@ -597,7 +603,7 @@ def test_blank_passages_stay_unscored_under_any_transform_and_no_threshold_keeps
     ranking = merge_rankings(plan, [2.0, -30.0])
 
     everything = select(ranking, score_transform=transform)
-    assert [(p.index, p.score) for p in everything][-1] == (1, -math.inf)
+    assert [(p.index, p.score) for p in everything][-1] == (1, None)
 
     kept = select(ranking, score_transform=transform, score_threshold=0.0)
     assert 1 not in [p.index for p in kept]
