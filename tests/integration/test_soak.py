@@ -142,7 +142,7 @@ class Call:
     kind: str  # "patient", "impatient" or "doomed"
     query: str
     passages: list[str]
-    expected: list[float]  # the scorer's score per passage; -inf for a blank one
+    expected: list[float | None]  # the scorer's score per passage; None for a blank one
 
 
 # --------------------------------------------------------------------------- counting
@@ -237,10 +237,10 @@ def make_calls(plan: SoakPlan, rng: random.Random, round_number: int) -> list[Ca
     return calls
 
 
-def expected_scores(query: str, passages: Sequence[str]) -> list[float]:
+def expected_scores(query: str, passages: Sequence[str]) -> list[float | None]:
     scores = score_passages(query, passages)
     return [
-        score if text.strip() else -math.inf for score, text in zip(scores, passages, strict=True)
+        score if text.strip() else None for score, text in zip(scores, passages, strict=True)
     ]
 
 
@@ -255,7 +255,7 @@ def check_ranking(call: Call, ranking: list[RankedPassage]) -> None:
     for ranked in ranking:
         assert ranked.text == call.passages[ranked.index], call.name
         assert ranked.score == call.expected[ranked.index], (call.name, ranked)
-    keys = [(-p.score, p.index) for p in ranking]
+    keys = [(-math.inf if p.score is None else -p.score, p.index) for p in ranking]
     assert keys == sorted(keys), f"{call.name}: not best first"
 
 
