@@ -25,9 +25,10 @@ object per passage but the results, so the cost per passage stays flat in N.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from typing import cast
 
 from .results import Passage, RankedPassage
 from .validation import check_int
@@ -242,16 +243,16 @@ def _segments_for(text: str, options: PassageOptions) -> list[str]:
 
 
 def _segments_of_passage(passage: str | Passage, options: PassageOptions) -> list[Segment]:
-    if type(passage) is str or not isinstance(passage, Passage):
-        text, image = passage, None
-    else:
+    text: str | None
+    if isinstance(passage, Passage):
         text, image = passage.text, passage.image
-    has_text = bool(text) and not text.isspace()  # type: ignore[union-attr]
+    else:
+        text, image = passage, None
+    if not text or text.isspace():
+        return [] if image is None else [Passage(image=image)]
     if image is None:
-        return list(_segments_for(text, options)) if has_text else []  # type: ignore[arg-type]
-    if not has_text:
-        return [Passage(image=image)]
-    return [Passage(window, image) for window in _segments_for(text, options)]  # type: ignore[arg-type]
+        return list(_segments_for(text, options))
+    return [Passage(window, image) for window in _segments_for(text, options)]
 
 
 def plan_batches(
@@ -271,9 +272,9 @@ def plan_batches(
         # The common case, one C-level pass: each non-blank text gets the id
         # of its first occurrence (the next free one if it is new).
         new_id = segment_ids.setdefault
+        texts = cast("tuple[str, ...]", passages)
         first = [
-            new_id(text, len(segment_ids)) if text and not text.isspace() else -1
-            for text in passages  # type: ignore[misc]
+            new_id(text, len(segment_ids)) if text and not text.isspace() else -1 for text in texts
         ]
     else:
         first = []
@@ -304,9 +305,12 @@ def plan_batches(
 
 def _order(plan: Plan, scores: Sequence[float | None]) -> list[int]:
     """Input indices best first, ties in input order, unscored last in input order."""
-    keys = [_UNSENT_KEY if score is None else score for score in scores] if None in scores else scores
+    keys = (
+        [_UNSENT_KEY if score is None else score for score in scores] if None in scores else scores
+    )
     # A stable sort with reverse=True keeps equal keys in input order.
-    return sorted(range(len(scores)), key=keys.__getitem__, reverse=True)
+    key = cast("Callable[[int], float]", keys.__getitem__)
+    return sorted(range(len(scores)), key=key, reverse=True)
 
 
 def _results(

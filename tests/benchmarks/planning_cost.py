@@ -30,10 +30,11 @@ from typing import Any
 from nimrank import planning
 from nimrank.protocols import NIM
 
-_WORDS = (
-    "accelerator memory bandwidth cache latency kernel tensor warp thread block grid "
-    "device host stream queue scheduler register shader silicon socket fabric link"
-).split()
+_WORDS = [
+    *("accelerator", "memory", "bandwidth", "cache", "latency", "kernel", "tensor", "warp"),
+    *("thread", "block", "grid", "device", "host", "stream", "queue", "scheduler"),
+    *("register", "shader", "silicon", "socket", "fabric", "link"),
+]
 
 
 def make_texts(count: int, seed: int = 7) -> list[str]:
@@ -183,8 +184,10 @@ def peak_memory(texts: list[str], batch: int) -> tuple[int, int, int]:
     gc.collect()
     left = tracemalloc.get_traced_memory()[0] - base
     tracemalloc.stop()
-    print(f"    (result alone: {result_size / 2**20:.1f} MiB before the plan is dropped,"
-          f" {kept / 2**20:.1f} MiB with only the ranking kept)")
+    print(
+        f"    (result alone: {result_size / 2**20:.1f} MiB before the plan is dropped,"
+        f" {kept / 2**20:.1f} MiB with only the ranking kept)"
+    )
     return text_bytes, peak, left
 
 

@@ -239,9 +239,7 @@ def make_calls(plan: SoakPlan, rng: random.Random, round_number: int) -> list[Ca
 
 def expected_scores(query: str, passages: Sequence[str]) -> list[float | None]:
     scores = score_passages(query, passages)
-    return [
-        score if text.strip() else None for score, text in zip(scores, passages, strict=True)
-    ]
+    return [score if text.strip() else None for score, text in zip(scores, passages, strict=True)]
 
 
 def batches(passages: Sequence[str]) -> int:
