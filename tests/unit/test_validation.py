@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from nimrank.results import Passage, RankedPassage
+from nimrank.results import Passage, RankedPassage, make_ranked
 from nimrank.validation import check_image, check_passages, check_query
 
 PNG = "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\n fake").decode()
@@ -118,3 +118,12 @@ def test_reprs_show_the_start_of_a_large_image_only() -> None:
     assert "100022 chars" in repr(Passage("caption", image))
     assert len(repr(RankedPassage(0, 1.0, "caption", image))) < 170
     assert repr(Passage("a", PNG)) == f"Passage(text='a', image={PNG!r})"
+
+
+def test_the_merges_fast_results_are_the_same_frozen_values() -> None:
+    made = make_ranked(3, None, "text", PNG)
+    assert made == RankedPassage(3, None, "text", PNG)
+    assert type(made) is RankedPassage
+    assert hash(made) == hash(RankedPassage(3, None, "text", PNG))
+    with pytest.raises(AttributeError):
+        made.score = 1.0  # type: ignore[misc]
