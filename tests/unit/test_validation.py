@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from nimrank import RankingClient
 from nimrank.results import Passage, RankedPassage, make_ranked
 from nimrank.validation import check_image, check_passages, check_query
 
@@ -127,3 +128,27 @@ def test_the_merges_fast_results_are_the_same_frozen_values() -> None:
     assert hash(made) == hash(RankedPassage(3, None, "text", PNG))
     with pytest.raises(AttributeError):
         made.score = 1.0  # type: ignore[misc]
+
+
+# -- through the client: refused before any request ----------------------------
+
+# Nothing listens on port 9 (discard): a request would be a RankingConnectionError.
+NOWHERE = "http://127.0.0.1:9/v1"
+
+
+@pytest.mark.parametrize(
+    ("protocol", "passages", "message"),
+    [
+        ("nim", ["fine", "bad \ud800"], r"passages\[1\] has a lone surrogate"),
+        ("nim", ["fine", Passage(image="https://x/cat.png")], r"passages\[1\]\.image"),
+        ("cohere", ["fine", Passage(image=PNG)], r"passages\[1\] has an image"),
+    ],
+)
+def test_the_client_refuses_before_any_request(
+    protocol: str, passages: list[Any], message: str
+) -> None:
+    with RankingClient(base_url=NOWHERE, protocol=protocol, max_retries=0) as client:
+        with pytest.raises(ValueError, match=message):
+            client.rank("query", passages)
+        with pytest.raises(ValueError, match="query has a lone surrogate"):
+            client.rank("query \udfff", ["fine"])
