@@ -61,6 +61,8 @@ def test_a_lone_surrogate_in_the_query_is_refused() -> None:
         "data:image/png;base64,iVBORw0KGgo=",
         "data:image/jpeg;base64,/9j/4AAQSkZJRg==",
         "data:image/svg+xml;base64,PHN2Zz4=",
+        "data:image/gif;base64,R0lGODlh",
+        "data:image/png;base64,AB==",
     ],
 )
 def test_base64_data_urls_are_accepted(image: str) -> None:
@@ -81,6 +83,9 @@ def test_base64_data_urls_are_accepted(image: str) -> None:
         ("data:image/png;base64,ab=d", "not valid base64"),
         ("data:image/png;base64,ab cd", "not valid base64"),
         ("data:image/png;base64,abcd\n", "not valid base64"),
+        ("data:image/png;base64,A===", "not valid base64"),
+        ("data:image/png;base64,====", "not valid base64"),
+        ("data:image/png;base64," + "A" * 4_000_000 + "$AAA", "not valid base64"),
     ],
 )
 def test_an_image_that_is_not_a_base64_data_url_names_the_passage(image: str, reason: str) -> None:
