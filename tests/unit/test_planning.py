@@ -23,6 +23,7 @@ from nimrank.planning import (
     PassageOptions,
     Plan,
     cut_at_word_boundary,
+    describe_passages,
     final_ranking,
     merge_rankings,
     plan_batches,
@@ -625,32 +626,6 @@ def test_blank_passages_stay_unscored_under_any_transform_and_no_threshold_keeps
 # -- final_ranking: merge + select, making only the results kept ---------------
 
 
-@PROPERTY
-@given(
-    passages=passage_lists,
-    transform=st.sampled_from(["raw", "sigmoid"]),
-    threshold=st.one_of(st.none(), st.floats(min_value=-8, max_value=8)),
-    top_n=st.one_of(st.none(), st.integers(min_value=0, max_value=45)),
-)
-def test_final_ranking_is_select_of_the_merged_ranking(
-    passages: list[str], transform: str, threshold: float | None, top_n: int | None
-) -> None:
-    plan = plan_batches(passages, 5)
-    scores = [score_of(as_text(segment)) for segment in plan.segments]
-    expected = select(
-        merge_rankings(plan, scores),
-        score_transform=transform,
-        score_threshold=threshold,
-        top_n=top_n,
-    )
-    assert (
-        final_ranking(
-            plan, scores, score_transform=transform, score_threshold=threshold, top_n=top_n
-        )
-        == expected
-    )
-
-
 def test_a_large_plan_holds_no_container_per_passage() -> None:
     # The cost per passage stays flat in N: no tuple, list or result object per
     # passage is made until the results are (gc tracks every container).
@@ -832,3 +807,43 @@ def test_unscored_passages_stay_none_in_final_ranking_and_no_threshold_keeps_the
     assert [(p.index, p.score is None) for p in everything][-1] == (1, True)
     kept = final_ranking(plan, [2.0, -30.0], score_transform=transform, score_threshold=-1e9)
     assert 1 not in [p.index for p in kept]
+
+
+@pytest.mark.parametrize(
+    ("indices", "text"),
+    [
+        ([], "no passages"),
+        ([5], "passage 5"),
+        ([32, 33, 34], "passages 32-34"),
+        ([0, 2, 3, 4, 9], "passages 0, 2-4, 9"),
+        (list(range(0, 30, 2)), "passages 0, 2, 4, 6, 8, 10 ... (15 in all)"),
+    ],
+)
+def test_describe_passages(indices: list[int], text: str) -> None:
+    assert describe_passages(indices) == text
+
+
+@PROPERTY
+@given(
+    passages=st.lists(mixed_passage, max_size=40),
+    transform=st.sampled_from(["raw", "sigmoid"]),
+    threshold=st.one_of(st.none(), st.floats(min_value=-8, max_value=8)),
+    top_n=st.one_of(st.none(), st.integers(min_value=0, max_value=45)),
+)
+def test_final_ranking_is_select_of_the_merged_ranking(
+    passages: list[str | Passage], transform: str, threshold: float | None, top_n: int | None
+) -> None:
+    plan = plan_batches(passages, 5)
+    scores = [segment_score(segment) for segment in plan.segments]
+    expected = select(
+        merge_rankings(plan, scores),
+        score_transform=transform,
+        score_threshold=threshold,
+        top_n=top_n,
+    )
+    assert (
+        final_ranking(
+            plan, scores, score_transform=transform, score_threshold=threshold, top_n=top_n
+        )
+        == expected
+    )
