@@ -38,7 +38,9 @@ def rank_of_long_passage(client: RankingClient) -> tuple[int, float]:
     """Where the long passage lands (1 = first) and its score."""
     ranking = client.rank(QUERY, PASSAGES)
     position = next(i for i, passage in enumerate(ranking) if passage.index == 0)
-    return position + 1, ranking[position].score
+    score = ranking[position].score
+    assert score is not None  # only a blank passage is unscored
+    return position + 1, score
 
 
 def main() -> None:

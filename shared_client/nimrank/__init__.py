@@ -31,7 +31,7 @@ from .errors import (
     ServerError,
 )
 from .options import DEFAULT_OPTIONS, OptionValues, RankingOptions, describe_option
-from .results import RankedPassage
+from .results import Passage, RankedPassage
 from .retry import RetryPolicy
 
 __all__ = [
@@ -45,6 +45,7 @@ __all__ = [
     "BadRequestError",
     "MissingAPIKeyError",
     "OptionValues",
+    "Passage",
     "RankedPassage",
     "RankingClient",
     "RankingClients",

@@ -161,9 +161,9 @@ EXIT_CODES: Final = {
 _FORMATS: Final = ("auto", "jsonl", "txt")
 
 
-def _json_score(score: float) -> float | None:
-    # -inf marks a blank passage that was never scored; JSON has no infinity.
-    return score if math.isfinite(score) else None
+def _json_score(score: float | None) -> float | None:
+    # None marks a blank passage that was never scored; JSON has no infinity.
+    return score if score is not None and math.isfinite(score) else None
 
 
 def _client_options(args: argparse.Namespace) -> dict[str, Any]:

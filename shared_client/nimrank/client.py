@@ -47,12 +47,19 @@ from .options import DEFAULT_OPTIONS, OptionValues, RankingOptions
 from .planning import (
     Plan,
     describe_passages,
-    merge_rankings,
+    final_ranking,
     plan_batches,
-    select,
 )
-from .protocols import PROTOCOLS, MalformedResponse, WireProtocol, server_message
-from .results import RankedPassage
+from .protocols import (
+    PROTOCOLS,
+    MalformedResponse,
+    WireProtocol,
+    decode_json,
+    parse_model_list,
+    server_message,
+)
+from .protocols.nim import is_known_vlm
+from .results import Passage, RankedPassage
 from .retry import RETRYABLE_STATUSES
 from .validation import check_number, check_passages, check_query, check_top_n
 
@@ -252,14 +259,14 @@ class _BaseClient:
     def _prepare(
         self,
         query: str,
-        passages: Sequence[str],
+        passages: Sequence[str | Passage],
         top_n: int | None,
         score_threshold: float | _Unset | None,
         progress: ProgressCallback | None,
     ) -> _Call:
         """Check the arguments and plan the batches: all before any request."""
         check_query(query)
-        texts = check_passages(passages)
+        texts = check_passages(passages, images=self._wire.supports_images)
         top_n = check_top_n(top_n)
         if score_threshold is UNSET:
             score_threshold = self.options.score_threshold
@@ -269,6 +276,18 @@ class _BaseClient:
             raise TypeError(f"progress must be a callable or None, got {progress!r}")
         plan = plan_batches(texts, self.options.max_batch_size, self.options.passage_options)
         return _Call(query, plan, top_n, score_threshold, progress)
+
+    def _check_model_takes(self, call: _Call, model: str) -> None:
+        """Warn once per call when images go to a model not known to read them."""
+        if not is_known_vlm(model) and any(
+            isinstance(p, Passage) and p.image is not None for p in call.plan.passages
+        ):
+            warnings.warn(
+                f"nimrank: image passages sent to {model!r}, which is not known to be a "
+                "VLM reranker (e.g. nvidia/llama-nemotron-rerank-vl-1b-v2)",
+                UserWarning,
+                stacklevel=4,
+            )
 
     def _batch_request(self, call: _Call, model: str, batch: int) -> _Request:
         plan = call.plan
@@ -289,7 +308,7 @@ class _BaseClient:
         self, call: _Call, request: _Request, response: httpx.Response
     ) -> list[float]:
         try:
-            scores = self._wire.parse_response(response.json(), request.size)
+            scores = self._wire.parse_response(decode_json(response.content), request.size)
         except (MalformedResponse, ValueError) as exc:
             raise errors.ResponseFormatError(
                 f"Unusable response from {request.shown_url} for {request.what}: {exc}. "
@@ -302,9 +321,9 @@ class _BaseClient:
 
     def _finish(self, call: _Call, batch_scores: Sequence[list[float]]) -> list[RankedPassage]:
         segment_scores = [score for scores in batch_scores for score in scores]
-        ranking = merge_rankings(call.plan, segment_scores)
-        return select(
-            ranking,
+        return final_ranking(
+            call.plan,
+            segment_scores,
             score_transform=self.options.score_transform,
             score_threshold=call.score_threshold,
             top_n=call.top_n,
@@ -317,14 +336,10 @@ class _BaseClient:
 
     def _model_ids(self, request: _Request, response: httpx.Response) -> list[str]:
         try:
-            body = response.json()
-            items = body["data"] if isinstance(body, dict) else body
-            ids = [item["id"] if isinstance(item, dict) else item for item in items]
-            if not all(isinstance(model_id, str) for model_id in ids):
-                raise ValueError("model ids must be strings")
-        except (ValueError, KeyError, TypeError) as exc:
+            ids = parse_model_list(decode_json(response.content))
+        except MalformedResponse as exc:
             raise errors.ResponseFormatError(
-                f"Unusable model list from {request.shown_url}: {exc!r}", url=request.shown_url
+                f"Unusable model list from {request.shown_url}: {exc}", url=request.shown_url
             ) from None
         if self.endpoints.hosted:
             # The hosted catalog lists every kind of model; only rankers serve here.
@@ -493,7 +508,7 @@ class RankingClient(_BaseClient):
     def rank(
         self,
         query: str,
-        passages: Sequence[str],
+        passages: Sequence[str | Passage],
         *,
         top_n: int | None = None,
         score_threshold: float | _Unset | None = UNSET,
@@ -503,7 +518,8 @@ class RankingClient(_BaseClient):
 
         Args:
             query: what the passages are ranked against.
-            passages: the texts to rank; identical texts are scored once.
+            passages: the texts (or ``Passage`` values with a text and/or an
+                image) to rank; identical ones are scored once.
             top_n: return only the best ``top_n`` (``None``: all of them).
             score_threshold: drop passages scoring below it (after the score
                 transform); default: the client's ``score_threshold``.
@@ -525,6 +541,7 @@ class RankingClient(_BaseClient):
         if not call.plan.batches:
             return self._finish(call, [])
         model = self._model or self._discover_model()
+        self._check_model_takes(call, model)
 
         def rank_batch(batch: int) -> list[float]:
             request = self._batch_request(call, model, batch)
@@ -699,7 +716,7 @@ class AsyncRankingClient(_BaseClient):
     async def rank(
         self,
         query: str,
-        passages: Sequence[str],
+        passages: Sequence[str | Passage],
         *,
         top_n: int | None = None,
         score_threshold: float | _Unset | None = UNSET,
@@ -715,6 +732,7 @@ class AsyncRankingClient(_BaseClient):
         if not call.plan.batches:
             return self._finish(call, [])
         model = self._model or await self._discover_model()
+        self._check_model_takes(call, model)
         slots = self._io().slots
 
         async def rank_batch(batch: int) -> list[float]:

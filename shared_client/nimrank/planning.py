@@ -1,26 +1,46 @@
 """From passages to batches and back: pure functions, no I/O.
 
-``plan_batches`` turns the input into the texts to send (each distinct text
-once; long passages cut or split into windows) and groups them into batches.
-``merge_rankings`` takes one score per sent text and builds a single ranking
-over the whole input: one entry per input passage, best first, ties in input
-order. Blank passages are never sent; they rank last with score ``-inf``.
+``plan_batches`` turns the input into the segments to send (each distinct
+passage once; long texts cut or split into windows) and groups them into
+batches. ``merge_rankings`` takes one score per segment and builds a single
+ranking over the whole input: one entry per input passage, best first, ties in
+input order.
+
+The rules for a passage, a string or a ``Passage(text=..., image=...)``:
+
+- Two passages are the same when their (text, image) pairs are equal; a
+  ``Passage`` without an image is the same passage as its text. The same
+  passage is sent once and its score shared.
+- A passage with neither an image nor any non-blank text is not sent: it is
+  unscored (``score is None``) and ranks last, in input order.
+- Truncation (``max_passage_chars``) and chunking apply to the text only. With
+  chunking, every window of an image+text passage carries the image; an
+  image-only passage is one segment. Blank text beside an image is not sent.
+
+The work is a few C-level passes per passage (one dict look-up to dedupe, one
+list look-up to read a score back, one sort on a plain float key), with no
+object per passage but the results, so the cost per passage stays flat in N.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from bisect import bisect_left
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import cast
 
-from .results import RankedPassage
+from .results import Passage, RankedPassage, make_ranked
 from .validation import check_int
 
 __all__ = [
     "PassageOptions",
     "Plan",
+    "Segment",
     "cut_at_word_boundary",
     "describe_passages",
+    "final_ranking",
     "merge_rankings",
     "plan_batches",
     "select",
@@ -28,8 +48,13 @@ __all__ = [
     "split_windows",
 ]
 
-#: The score of a passage that was not sent (empty or whitespace only).
-UNSCORED = -math.inf
+#: What one request carries for one passage: its text, or a ``Passage`` with an image.
+Segment = str | Passage
+
+# The sort key of a passage that was not sent: below every finite score.
+_UNSENT_KEY = -math.inf
+# str.__instancecheck__ through map(): an all-strings check at C speed.
+_is_str = str.__instancecheck__
 
 
 @dataclass(frozen=True)
@@ -79,39 +104,87 @@ class PassageOptions:
         return cls(max_passage_chars, chunking, chunk_overlap_chars, max_chunks_per_doc)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Plan:
     """What to send for one ``rank`` call, and how to read the scores back.
 
     Attributes:
         passages: the input, as given.
-        segments: the distinct texts to score, each sent once.
-        segments_of: for each input passage, the ids of its segments (one, or
-            several windows; none for a blank passage).
-        batches: segment ids per request, in order.
+        segments: the distinct things to score, each sent once: a text, or a
+            ``Passage`` when it carries an image.
+        batches: segment ids per request, in order (consecutive ids).
+        max_batch_size: the most segments in one batch.
     """
 
-    passages: tuple[str, ...]
-    segments: tuple[str, ...]
-    segments_of: tuple[tuple[int, ...], ...]
-    batches: tuple[tuple[int, ...], ...]
-    _owners: dict[int, list[int]] = field(default_factory=dict, repr=False, compare=False)
+    passages: tuple[str | Passage, ...]
+    segments: tuple[Segment, ...]
+    batches: tuple[range, ...]
+    max_batch_size: int
+    # Per input passage: its first segment id (-1 for a passage not sent), and
+    # for the few with several segments (chunking), all of them.
+    _first: Sequence[int]
+    _more: Mapping[int, tuple[int, ...]]
+    # Whether every passage is a plain str (the results need no unpacking).
+    _plain: bool = True
 
-    def __post_init__(self) -> None:
-        # Built here, once, not on first use: the sync client asks
-        # ``passages_in_batch`` from several threads at the same time.
-        for index, segment_ids in enumerate(self.segments_of):
-            for segment in segment_ids:
-                self._owners.setdefault(segment, []).append(index)
+    @property
+    def segments_of(self) -> tuple[tuple[int, ...], ...]:
+        """For each input passage, the ids of its segments (none for an unsent one)."""
+        more = self._more
+        return tuple(
+            more.get(index, (first,)) if first >= 0 else ()
+            for index, first in enumerate(self._first)
+        )
 
-    def batch_texts(self, batch: int) -> list[str]:
-        """The texts batch ``batch`` sends, in request order."""
-        return [self.segments[segment] for segment in self.batches[batch]]
+    def batch_texts(self, batch: int) -> list[Segment]:
+        """The segments batch ``batch`` sends, in request order."""
+        ids = self.batches[batch]
+        return list(self.segments[ids.start : ids.stop])
 
     def passages_in_batch(self, batch: int) -> list[int]:
-        """Input indices of the passages whose text batch ``batch`` holds."""
-        held = {index for segment in self.batches[batch] for index in self._owners[segment]}
-        return sorted(held)
+        """Input indices of the passages whose segments batch ``batch`` holds."""
+        segments, owners = self._owners_by_segment
+        ids = self.batches[batch]
+        held = owners[bisect_left(segments, ids.start) : bisect_left(segments, ids.stop)]
+        # A chunked passage may hold several segments of one batch.
+        return sorted(set(held)) if self._more else sorted(held)
+
+    @cached_property
+    def _owners_by_segment(self) -> tuple[list[int], list[int]]:
+        """(segment ids ascending, the input passage that holds each), for ``passages_in_batch``.
+
+        Built on first use only, in C-level passes (a sort, a map): error
+        messages need it, a call that succeeds does not. It is stored whole once
+        built, so threads asking at the same time never see half of it.
+        """
+        first = self._first
+        if not self._more:
+            owners = sorted(range(len(first)), key=first.__getitem__)
+            return list(map(first.__getitem__, owners)), owners
+        pairs = sorted(
+            (segment, index) for index, ids in enumerate(self.segments_of) for segment in ids
+        )
+        return [segment for segment, _ in pairs], [index for _, index in pairs]
+
+    def passage_scores(self, segment_scores: Sequence[float]) -> list[float | None]:
+        """Each input passage's score: its best segment's, ``None`` if not sent."""
+        if len(segment_scores) != len(self.segments):
+            raise ValueError(
+                f"expected {len(self.segments)} segment scores, got {len(segment_scores)}"
+            )
+        # Index -1 (not sent) reads the sentinel appended at the end.
+        table: list[float | None] = [*segment_scores, None]
+        scores = list(map(table.__getitem__, self._first))
+        for index, ids in self._more.items():
+            scores[index] = max(segment_scores[segment] for segment in ids)
+        return scores
+
+    def text_of(self, index: int) -> tuple[str, str | None]:
+        """The text and image a ranking shows for input passage ``index``."""
+        passage = self.passages[index]
+        if type(passage) is str or not isinstance(passage, Passage):
+            return passage, None
+        return (passage.text if passage.text is not None else ""), passage.image
 
 
 def cut_at_word_boundary(text: str, start: int, limit: int) -> int:
@@ -172,53 +245,126 @@ def _segments_for(text: str, options: PassageOptions) -> list[str]:
     return [text[start : cut_at_word_boundary(text, start, limit)].rstrip()]
 
 
+def _segments_of_passage(passage: str | Passage, options: PassageOptions) -> list[Segment]:
+    text: str | None
+    if isinstance(passage, Passage):
+        text, image = passage.text, passage.image
+    else:
+        text, image = passage, None
+    if not text or text.isspace():
+        return [] if image is None else [Passage(image=image)]
+    if image is None:
+        return list(_segments_for(text, options))
+    return [Passage(window, image) for window in _segments_for(text, options)]
+
+
 def plan_batches(
-    passages: Sequence[str], max_batch_size: int, options: PassageOptions = PassageOptions()
+    passages: Sequence[str | Passage],
+    max_batch_size: int,
+    options: PassageOptions = PassageOptions(),
 ) -> Plan:
-    """Plan the requests for ``passages``: distinct texts, batches of ``max_batch_size``."""
-    segment_ids: dict[str, int] = {}
-    segments_of: list[tuple[int, ...]] = []
-    for text in passages:
-        if not text.strip():
-            segments_of.append(())
-            continue
-        ids = []
-        for segment in _segments_for(text, options):
-            if segment not in segment_ids:
-                segment_ids[segment] = len(segment_ids)
-            ids.append(segment_ids[segment])
-        # A window repeated inside one passage is scored once and counted once.
-        segments_of.append(tuple(dict.fromkeys(ids)))
+    """Plan the requests for ``passages``: distinct segments, batches of ``max_batch_size``.
+
+    ``passages`` must have passed ``validation.check_passages``.
+    """
+    passages = tuple(passages)
+    segment_ids: dict[Segment, int] = {}
+    more: dict[int, tuple[int, ...]] = {}
+    plain = all(map(_is_str, passages))
+    if plain and options.max_passage_chars is None:
+        # The common case, one C-level pass: each non-blank text gets the id
+        # of its first occurrence (the next free one if it is new).
+        new_id = segment_ids.setdefault
+        texts = cast("tuple[str, ...]", passages)
+        first = [
+            new_id(text, len(segment_ids)) if text and not text.isspace() else -1 for text in texts
+        ]
+    else:
+        first = []
+        for index, passage in enumerate(passages):
+            ids = [
+                segment_ids.setdefault(segment, len(segment_ids))
+                for segment in _segments_of_passage(passage, options)
+            ]
+            # A window repeated inside one passage is scored once and counted once.
+            unique = tuple(dict.fromkeys(ids))
+            first.append(unique[0] if unique else -1)
+            if len(unique) > 1:
+                more[index] = unique
     count = len(segment_ids)
-    batches = tuple(
-        tuple(range(start, min(start + max_batch_size, count)))
-        for start in range(0, count, max_batch_size)
-    )
     return Plan(
-        passages=tuple(passages),
+        passages=passages,
         segments=tuple(segment_ids),
-        segments_of=tuple(segments_of),
-        batches=batches,
+        batches=tuple(
+            range(start, min(start + max_batch_size, count))
+            for start in range(0, count, max_batch_size)
+        ),
+        max_batch_size=max_batch_size,
+        _first=first,
+        _more=more,
+        _plain=plain,
     )
+
+
+def _order(plan: Plan, scores: Sequence[float | None]) -> list[int]:
+    """Input indices best first, ties in input order, unscored last in input order."""
+    keys = (
+        [_UNSENT_KEY if score is None else score for score in scores] if None in scores else scores
+    )
+    # A stable sort with reverse=True keeps equal keys in input order.
+    key = cast("Callable[[int], float]", keys.__getitem__)
+    return sorted(range(len(scores)), key=key, reverse=True)
+
+
+def _results(
+    plan: Plan, order: Sequence[int], scores: Sequence[float | None]
+) -> list[RankedPassage]:
+    if plan._plain:
+        texts = cast("tuple[str, ...]", plan.passages)
+        return [make_ranked(index, scores[index], texts[index]) for index in order]
+    text_of = plan.text_of
+    return [make_ranked(index, scores[index], *text_of(index)) for index in order]
 
 
 def merge_rankings(plan: Plan, segment_scores: Sequence[float]) -> list[RankedPassage]:
     """One ranking over the whole input: best first, ties in input order.
 
-    A passage's score is its best segment's score; a blank passage's is ``-inf``.
+    A passage's score is its best segment's score; one that was not sent
+    scores ``None`` and ranks last, in input order.
     """
-    if len(segment_scores) != len(plan.segments):
-        raise ValueError(f"expected {len(plan.segments)} segment scores, got {len(segment_scores)}")
-    scored = [
-        RankedPassage(
-            index=index,
-            score=max((segment_scores[s] for s in ids), default=UNSCORED),
-            text=text,
-        )
-        for index, (text, ids) in enumerate(zip(plan.passages, plan.segments_of, strict=True))
-    ]
-    scored.sort(key=lambda passage: (-passage.score, passage.index))
-    return scored
+    scores = plan.passage_scores(segment_scores)
+    return _results(plan, _order(plan, scores), scores)
+
+
+def final_ranking(
+    plan: Plan,
+    segment_scores: Sequence[float],
+    *,
+    score_transform: str = "raw",
+    score_threshold: float | None = None,
+    top_n: int | None = None,
+) -> list[RankedPassage]:
+    """``select(merge_rankings(plan, segment_scores), ...)``, making only the results kept.
+
+    With ``top_n=10`` over 100,000 passages, ten ``RankedPassage`` values are made.
+    """
+    scores = plan.passage_scores(segment_scores)
+    order = _order(plan, scores)
+    if score_transform == "sigmoid":
+        scores = [None if score is None else sigmoid(score) for score in scores]
+    if score_threshold is not None:
+        # The transform is monotonic and unscored passages come last, so the
+        # passages kept are a prefix of the order.
+        kept = 0
+        for index in order:
+            score = scores[index]
+            if score is None or score < score_threshold:
+                break
+            kept += 1
+        order = order[:kept]
+    if top_n is not None:
+        order = order[:top_n]
+    return _results(plan, order, scores)
 
 
 def sigmoid(x: float) -> float:
@@ -240,26 +386,28 @@ def select(
 
     The order stays the one ``merge_rankings`` made: the transform is monotonic,
     and sorting on raw scores keeps apart logits that a sigmoid rounds together.
-    A passage that was never scored keeps ``-inf`` whatever the transform, so it
-    stays recognisable and no threshold lets it through.
+    A passage that was never scored keeps ``None`` whatever the transform, and
+    no threshold lets it through.
     """
     out = list(ranking)
     if score_transform == "sigmoid":
         out = [
-            RankedPassage(index=p.index, score=sigmoid(p.score), text=p.text)
-            if p.score != UNSCORED
-            else p
+            p
+            if p.score is None
+            else RankedPassage(index=p.index, score=sigmoid(p.score), text=p.text, image=p.image)
             for p in out
         ]
     if score_threshold is not None:
-        out = [p for p in out if p.score >= score_threshold]
+        out = [p for p in out if p.score is not None and p.score >= score_threshold]
     return out if top_n is None else out[:top_n]
 
 
 def describe_passages(indices: Sequence[int], limit: int = 6) -> str:
-    """``passages 0-31`` / ``passages 3, 7, 9-12 ... (40 in all)``."""
+    """``passages 0-31`` / ``passages 3, 7, 9-12 ... (40 in all)``; ``indices`` ascending."""
     if not indices:
         return "no passages"
+    if len(indices) > 1 and indices[-1] - indices[0] == len(indices) - 1:
+        return f"passages {indices[0]}-{indices[-1]}"  # one run: the common case
     runs: list[str] = []
     start = previous = indices[0]
     for index in [*indices[1:], None]:

@@ -246,6 +246,11 @@ MALFORMED = {
     "index-out-of-range": (fs.index_out_of_range(), "out of range"),
     "bool-index": (fs.bool_index(), "not an integer"),
     "nan-score": (fs.nan_score(), "not finite"),
+    "repeated-key": (
+        fs.raw_body('{"rankings": [{"index": 0, "logit": 1, "index": 1}], "results": []}'),
+        "appears more than once",
+    ),
+    "deep-nesting": (fs.raw_body("[" * 100_000), "nested too deeply"),
 }
 
 
@@ -305,6 +310,18 @@ async def test_list_models_failure_names_no_passages(
     assert caught.value.passages == ()
     assert "the model list" in str(caught.value)
     assert_no_key(caught.value)
+
+
+@pytest.mark.parametrize(
+    "body", ['"string"', '{"data": "abc"}', '{"data": [{"id": "a", "id": "b"}]}', "[" * 100_000]
+)
+async def test_a_model_list_of_the_wrong_shape_is_a_response_format_error(
+    body: str, fault_server: FaultServer, connect: Callable[..., EitherClient]
+) -> None:
+    fault_server.add_rule(fs.raw_body(body), match=fs.path_endswith("/models"))
+
+    with pytest.raises(ResponseFormatError, match="Unusable model list"):
+        await connect().list_models()
 
 
 # -- waits that must really happen -------------------------------------------------------

@@ -142,7 +142,7 @@ class Call:
     kind: str  # "patient", "impatient" or "doomed"
     query: str
     passages: list[str]
-    expected: list[float]  # the scorer's score per passage; -inf for a blank one
+    expected: list[float | None]  # the scorer's score per passage; None for a blank one
 
 
 # --------------------------------------------------------------------------- counting
@@ -237,11 +237,9 @@ def make_calls(plan: SoakPlan, rng: random.Random, round_number: int) -> list[Ca
     return calls
 
 
-def expected_scores(query: str, passages: Sequence[str]) -> list[float]:
+def expected_scores(query: str, passages: Sequence[str]) -> list[float | None]:
     scores = score_passages(query, passages)
-    return [
-        score if text.strip() else -math.inf for score, text in zip(scores, passages, strict=True)
-    ]
+    return [score if text.strip() else None for score, text in zip(scores, passages, strict=True)]
 
 
 def batches(passages: Sequence[str]) -> int:
@@ -255,7 +253,7 @@ def check_ranking(call: Call, ranking: list[RankedPassage]) -> None:
     for ranked in ranking:
         assert ranked.text == call.passages[ranked.index], call.name
         assert ranked.score == call.expected[ranked.index], (call.name, ranked)
-    keys = [(-p.score, p.index) for p in ranking]
+    keys = [(math.inf if p.score is None else -p.score, p.index) for p in ranking]
     assert keys == sorted(keys), f"{call.name}: not best first"
 
 
@@ -314,7 +312,12 @@ async def run_round(
     patient_requests = sum(batches(c.passages) for c in calls if c.kind == "patient")
     figures.faults.update(inject_faults(server, plan, rng, patient_requests))
 
-    options: dict[str, Any] = {"base_url": server.url, "timeout": TIMEOUT, "max_batch_size": BATCH}
+    options: dict[str, Any] = {
+        "base_url": server.url,
+        "model": "m",
+        "timeout": TIMEOUT,
+        "max_batch_size": BATCH,
+    }
     patient: dict[str, Any] = {**options, "retry_policy": PATIENT, "extra_headers": PATIENT_TAG}
     impatient: dict[str, Any] = {**options, "retry_policy": IMPATIENT}
     async_patient = AsyncRankingClient(**patient)
@@ -322,7 +325,9 @@ async def run_round(
     sync_patient = RankingClient(**patient)
     sync_impatient = RankingClient(**impatient)
     doomed_client = AsyncRankingClient(
-        base_url=f"{server.base_url}{DOOMED_PATH}", retry_policy=PATIENT.with_retries(1)
+        base_url=f"{server.base_url}{DOOMED_PATH}",
+        model="m",
+        retry_policy=PATIENT.with_retries(1),
     )
     loop = asyncio.get_running_loop()
     pool = ThreadPoolExecutor(max_workers=plan.thread_calls, thread_name_prefix="soak")
@@ -437,7 +442,7 @@ async def test_soak_long(soak_server: RankingServer, retry_counter: RetryCounter
 
 def test_a_delayed_reply_is_honest_and_late(ranking_server: RankingServer) -> None:
     ranking_server.inject_delay(0.3)
-    with RankingClient(base_url=ranking_server.url) as client:
+    with RankingClient(base_url=ranking_server.url, model="m") as client:
         started = time.monotonic()
         ranked = client.rank("memory", ["memory bandwidth", "cake"])
         elapsed = time.monotonic() - started
@@ -452,7 +457,7 @@ def test_a_disconnect_closes_without_a_reply_and_is_retried(
     ranking_server.inject_disconnect(times=2)
     assert ranking_server.pending_faults == 2
     policy = RetryPolicy(initial_delay=0, max_delay=0, max_retry_after=0)
-    with RankingClient(base_url=ranking_server.url, retry_policy=policy) as client:
+    with RankingClient(base_url=ranking_server.url, model="m", retry_policy=policy) as client:
         ranked = client.rank("memory", ["memory bandwidth", "cake"])
     assert [p.index for p in ranked] == [0, 1]
     assert [r.status for r in ranking_server.requests] == [0, 0, 200]

@@ -2,7 +2,7 @@
 
 The ranking clients are replaced by fakes that record what the component asks
 for and answer as the client's contract says (best first, blank passages last
-with -inf), so these tests check the adapter alone. tests/integration runs the
+with score None), so these tests check the adapter alone. tests/integration runs the
 same component against the embedded server.
 """
 
@@ -77,13 +77,13 @@ class FakeClient:
         if FakeClient.fail_with is not None:
             raise FakeClient.fail_with
         ranked = [
-            RankedPassage(i, fake_score(query, text) if text.strip() else -math.inf, text)
+            RankedPassage(i, fake_score(query, text) if text.strip() else None, text)
             for i, text in enumerate(passages)
         ]
-        ranked.sort(key=lambda passage: -passage.score)  # stable: ties in input order
+        ranked.sort(key=lambda p: math.inf if p.score is None else -p.score)  # stable
         threshold = self.options["score_threshold"] if score_threshold is UNSET else score_threshold
         if threshold is not None:
-            ranked = [passage for passage in ranked if passage.score >= threshold]
+            ranked = [p for p in ranked if p.score is not None and p.score >= threshold]
         return ranked if top_n is None else ranked[:top_n]
 
     def rank(
@@ -542,7 +542,7 @@ def test_documents_without_content_rank_last_with_no_score(fakes: None) -> None:
 
 
 def test_documents_without_content_are_left_out_when_a_threshold_applies(fakes: None) -> None:
-    # -inf keeps even the client's -inf placeholder: only the adapter can drop it.
+    # -inf keeps every scored passage: only the adapter can drop one with no content.
     documents = [Document(content=None), Document(content="Berlin")]
     result = local_ranker().run("berlin", documents, score_threshold=-math.inf)["documents"]
     assert [d.content for d in result] == ["Berlin"]

@@ -27,7 +27,7 @@ LOCAL = "http://127.0.0.1:9/v1"  # never contacted: the clients are fakes
 def _length_ranking(passages: Sequence[str], top_n: int | None) -> list[RankedPassage]:
     ranked = sorted(
         (RankedPassage(index, float(len(text)), text) for index, text in enumerate(passages)),
-        key=lambda item: -item.score,
+        key=lambda item: -len(item.text),
     )
     return ranked if top_n is None else ranked[:top_n]
 

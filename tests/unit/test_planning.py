@@ -23,6 +23,8 @@ from nimrank.planning import (
     PassageOptions,
     Plan,
     cut_at_word_boundary,
+    describe_passages,
+    final_ranking,
     merge_rankings,
     plan_batches,
     select,
@@ -30,7 +32,7 @@ from nimrank.planning import (
     split_windows,
 )
 from nimrank.protocols import COHERE, NIM, WireProtocol
-from nimrank.results import RankedPassage
+from nimrank.results import Passage, RankedPassage
 
 PROPERTY = settings(max_examples=100, deadline=None)
 
@@ -101,11 +103,23 @@ def score_of(text: str) -> float:
     return float(zlib.crc32(text.encode("utf-8", "surrogatepass")) % 13) - 6.0
 
 
+def as_text(segment: str | Passage) -> str:
+    """A segment of a text-only plan: a plain string."""
+    assert isinstance(segment, str), segment
+    return segment
+
+
+def scored(passage: RankedPassage) -> float:
+    """The score of a passage that was sent."""
+    assert passage.score is not None, passage
+    return passage.score
+
+
 def scores_through(plan: Plan, protocol: WireProtocol, rng: random.Random) -> list[float]:
     """Score every batch as a server would: answers in any order, read back by index."""
     scores: list[float] = []
     for batch in range(len(plan.batches)):
-        texts = plan.batch_texts(batch)
+        texts = [as_text(segment) for segment in plan.batch_texts(batch)]
         answer = [(index, score_of(text)) for index, text in enumerate(texts)]
         rng.shuffle(answer)
         key, score_key = (
@@ -120,10 +134,16 @@ def is_blank(text: str) -> bool:
     return not text.strip()
 
 
+def sort_key(passage: RankedPassage) -> float:
+    return -math.inf if passage.score is None else passage.score
+
+
 def assert_ranking_order(ranking: Sequence[RankedPassage]) -> None:
+    """Best first, ties in input order, unscored (None) last in input order."""
     for better, worse in itertools.pairwise(ranking):
-        assert better.score > worse.score or (
-            better.score == worse.score and better.index < worse.index
+        assert better.score is not None or worse.score is None, (better, worse)
+        assert sort_key(better) > sort_key(worse) or (
+            sort_key(better) == sort_key(worse) and better.index < worse.index
         ), (better, worse)
 
 
@@ -154,10 +174,10 @@ def test_every_passage_comes_back_once_with_its_own_score(
     for passage in ranking:
         text = passages[passage.index]
         assert passage.text == text
-        assert passage.score == (-math.inf if is_blank(text) else score_of(text))
+        assert passage.score == (None if is_blank(text) else score_of(text))
     assert_ranking_order(ranking)
-    # Blank passages are last, and only they score -inf.
-    blanks = [p for p in ranking if p.score == -math.inf]
+    # Blank passages are last, in input order, and only they score None.
+    blanks = [p for p in ranking if p.score is None]
     assert ranking[len(ranking) - len(blanks) :] == blanks
     assert {p.index for p in blanks} == {i for i, t in enumerate(passages) if is_blank(t)}
 
@@ -223,9 +243,9 @@ def test_all_blank_passages_send_nothing_and_rank_in_input_order() -> None:
     plan = plan_batches(["", "  ", "\n"], 32)
     assert plan.batches == ()
     assert [(p.index, p.score) for p in merge_rankings(plan, [])] == [
-        (0, -math.inf),
-        (1, -math.inf),
-        (2, -math.inf),
+        (0, None),
+        (1, None),
+        (2, None),
     ]
 
 
@@ -265,7 +285,7 @@ def test_truncation_keeps_the_start_of_each_passage_within_the_limit(
             assert segment_ids == ()
             continue
         assert len(segment_ids) == 1
-        segment = plan.segments[segment_ids[0]]
+        segment = as_text(plan.segments[segment_ids[0]])
         if len(text) <= limit:
             assert segment == text
             continue
@@ -469,14 +489,14 @@ def test_chunked_passage_scores_its_best_window(
     plan = plan_batches(passages, max_batch_size, options)
     # Each distinct window is sent once, however many passages share it.
     assert len(set(plan.segments)) == len(plan.segments)
-    assert all(len(segment) <= limit for segment in plan.segments)
+    assert all(len(as_text(segment)) <= limit for segment in plan.segments)
 
     ranking = merge_rankings(plan, scores_through(plan, NIM, rng))
     assert sorted(p.index for p in ranking) == list(range(len(passages)))
     for passage in ranking:
         text = passages[passage.index]
         if is_blank(text):
-            expected = -math.inf
+            expected = None
         elif len(text) <= limit:
             expected = score_of(text)
         else:
@@ -546,7 +566,7 @@ def test_select_transforms_then_thresholds_then_cuts(
     ranking = ranking_of(scores)
     out = select(ranking, score_transform=transform, score_threshold=threshold, top_n=top_n)
 
-    transformed = [sigmoid(p.score) if transform == "sigmoid" else p.score for p in ranking]
+    transformed = [sigmoid(scored(p)) if transform == "sigmoid" else scored(p) for p in ranking]
     kept = [
         (p.index, score)
         for p, score in zip(ranking, transformed, strict=True)
@@ -597,7 +617,233 @@ def test_blank_passages_stay_unscored_under_any_transform_and_no_threshold_keeps
     ranking = merge_rankings(plan, [2.0, -30.0])
 
     everything = select(ranking, score_transform=transform)
-    assert [(p.index, p.score) for p in everything][-1] == (1, -math.inf)
+    assert [(p.index, p.score) for p in everything][-1] == (1, None)
 
     kept = select(ranking, score_transform=transform, score_threshold=0.0)
     assert 1 not in [p.index for p in kept]
+
+
+# -- final_ranking: merge + select, making only the results kept ---------------
+
+
+def test_a_large_plan_holds_no_container_per_passage() -> None:
+    # The cost per passage stays flat in N: no tuple, list or result object per
+    # passage is made until the results are (gc tracks every container).
+    import gc
+
+    passages = [f"passage {i}" for i in range(20_000)]
+    gc.collect()
+    before = len(gc.get_objects())
+    plan = plan_batches(passages, 32)
+    assert len(gc.get_objects()) - before < 1_000
+    assert len(plan.batches) == 625
+    ten = final_ranking(plan, [float(i % 7) for i in range(20_000)], top_n=10)
+    assert [p.index for p in ten] == [6, 13, 20, 27, 34, 41, 48, 55, 62, 69]
+
+
+# -- image passages: Passage(text=..., image=...) mixed with strings -----------
+
+IMAGES = ["data:image/png;base64,AAAA", "data:image/png;base64,BBBB", "data:image/gif;base64,R0lG"]
+some_text = st.one_of(st.none(), passage_text, worded_text())
+mixed_passage = st.one_of(
+    passage_text,
+    st.builds(Passage, text=some_text, image=st.one_of(st.none(), st.sampled_from(IMAGES))),
+)
+
+
+def key_of(passage: str | Passage) -> tuple[str | None, str | None]:
+    """The dedupe key: (text, image); blank text beside an image is no text."""
+    if isinstance(passage, str):
+        return passage, None
+    text = passage.text if passage.text is not None and not is_blank(passage.text) else None
+    return (text if passage.image is not None else passage.text), passage.image
+
+
+def segment_score(segment: str | Passage) -> float:
+    """A score of everything a segment sends: its text and its image."""
+    if isinstance(segment, str):
+        return score_of(segment)
+    return score_of(f"{segment.text!r}|{segment.image}")
+
+
+def is_unscored(passage: str | Passage) -> bool:
+    text = passage if isinstance(passage, str) else passage.text
+    image = None if isinstance(passage, str) else passage.image
+    return image is None and (text is None or is_blank(text))
+
+
+@PROPERTY
+@given(
+    passages=st.lists(mixed_passage, max_size=30),
+    max_batch_size=batch_sizes,
+    chunk=st.one_of(st.none(), window_settings()),
+    rng=st.randoms(use_true_random=False),
+)
+def test_mixed_passages_come_back_once_each_with_their_own_score(
+    passages: list[str | Passage],
+    max_batch_size: int,
+    chunk: tuple[int, int, int | None] | None,
+    rng: random.Random,
+) -> None:
+    options = (
+        PassageOptions()
+        if chunk is None
+        else PassageOptions(
+            max_passage_chars=chunk[0],
+            chunking=True,
+            chunk_overlap_chars=chunk[1],
+            max_chunks_per_doc=chunk[2],
+        )
+    )
+    plan = plan_batches(passages, max_batch_size, options)
+
+    # Batches: consecutive segment ids, every segment once, only the last one short.
+    assert [s for batch in plan.batches for s in batch] == list(range(len(plan.segments)))
+    assert all(len(batch) == max_batch_size for batch in plan.batches[:-1])
+    # Each distinct segment is sent once; an image travels only in a Passage
+    # segment, and a text-only segment is a plain string.
+    assert len(set(plan.segments)) == len(plan.segments)
+    for segment in plan.segments:
+        if isinstance(segment, Passage):
+            assert segment.image is not None
+            assert segment.text is None or not is_blank(segment.text)
+
+    for passage, ids in zip(passages, plan.segments_of, strict=True):
+        if is_unscored(passage):
+            assert ids == ()
+            continue
+        segments = [plan.segments[s] for s in ids]
+        if isinstance(passage, Passage) and passage.image is not None:
+            # Every window carries the image; an image-only passage is one segment.
+            assert all(isinstance(s, Passage) and s.image == passage.image for s in segments)
+            if key_of(passage)[0] is None:
+                assert segments == [Passage(image=passage.image)]
+        else:
+            assert all(isinstance(s, str) for s in segments)
+    # Same (text, image) key, same segments.
+    by_key: dict[tuple[str | None, str | None], tuple[int, ...]] = {}
+    for passage, ids in zip(passages, plan.segments_of, strict=True):
+        if not is_unscored(passage):
+            assert by_key.setdefault(key_of(passage), ids) == ids
+
+    # Score every batch through the NIM wire format, answers shuffled.
+    scores: list[float] = []
+    for batch in range(len(plan.batches)):
+        sent = NIM.build_request(
+            model="m", query="q", passages=plan.batch_texts(batch), truncate=None
+        )["passages"]
+        for item, segment in zip(sent, plan.batch_texts(batch), strict=True):
+            if isinstance(segment, Passage):
+                assert item.get("image") == segment.image
+                assert ("text" in item) == (segment.text is not None)
+            else:
+                assert item == {"text": segment}
+        answer = [(i, segment_score(s)) for i, s in enumerate(plan.batch_texts(batch))]
+        rng.shuffle(answer)
+        body = {"rankings": [{"index": i, "logit": s} for i, s in answer]}
+        scores.extend(NIM.parse_response(body, len(answer)))
+
+    ranking = merge_rankings(plan, scores)
+    assert sorted(p.index for p in ranking) == list(range(len(passages)))
+    for ranked in ranking:
+        passage = passages[ranked.index]
+        ids = plan.segments_of[ranked.index]
+        if is_unscored(passage):
+            assert ranked.score is None
+        else:
+            assert ranked.score == max(segment_score(plan.segments[s]) for s in ids)
+        if isinstance(passage, Passage):
+            assert (ranked.text, ranked.image) == (passage.text or "", passage.image)
+        else:
+            assert (ranked.text, ranked.image) == (passage, None)
+    assert_ranking_order(ranking)
+    # Unscored passages, and only they, are last in input order.
+    unscored = [p.index for p in ranking if p.score is None]
+    assert unscored == [i for i, p in enumerate(passages) if is_unscored(p)]
+    assert [p.index for p in ranking[len(ranking) - len(unscored) :]] == unscored
+
+
+def test_passage_without_an_image_is_the_same_passage_as_its_text() -> None:
+    plan = plan_batches(["x", Passage(text="x"), Passage(text="x", image=IMAGES[0])], 8)
+    assert plan.segments == ("x", Passage(text="x", image=IMAGES[0]))
+    assert plan.segments_of == ((0,), (0,), (1,))
+
+
+def test_blank_passages_of_every_kind_are_unscored() -> None:
+    plan = plan_batches([Passage(), Passage(text="  "), Passage(text=""), "\n"], 8)
+    assert plan.batches == ()
+    assert [p.score for p in merge_rankings(plan, [])] == [None] * 4
+
+
+def test_image_with_blank_text_is_sent_as_the_image_alone() -> None:
+    plan = plan_batches([Passage(text=" \n", image=IMAGES[0]), Passage(image=IMAGES[0])], 8)
+    assert plan.segments == (Passage(image=IMAGES[0]),)
+    assert plan.segments_of == ((0,), (0,))
+
+
+def test_chunked_image_passage_sends_each_window_with_the_image() -> None:
+    options = PassageOptions(max_passage_chars=9, chunking=True, chunk_overlap_chars=0)
+    plan = plan_batches([Passage("one two three four", IMAGES[1])], 8, options)
+    assert plan.segments == (
+        Passage("one two", IMAGES[1]),
+        Passage("three", IMAGES[1]),
+        Passage("four", IMAGES[1]),
+    )
+    ranking = merge_rankings(plan, [1.0, 3.0, 2.0])
+    assert ranking == [RankedPassage(0, 3.0, "one two three four", IMAGES[1])]
+
+
+def test_truncation_cuts_the_text_and_keeps_the_image() -> None:
+    plan = plan_batches([Passage("alpha beta gamma", IMAGES[2])], 8, PassageOptions(12))
+    assert plan.segments == (Passage("alpha beta", IMAGES[2]),)
+
+
+@pytest.mark.parametrize("transform", ["raw", "sigmoid"])
+def test_unscored_passages_stay_none_in_final_ranking_and_no_threshold_keeps_them(
+    transform: str,
+) -> None:
+    plan = plan_batches(["gpu", "  ", "cpu"], 8)
+    everything = final_ranking(plan, [2.0, -30.0], score_transform=transform)
+    assert [(p.index, p.score is None) for p in everything][-1] == (1, True)
+    kept = final_ranking(plan, [2.0, -30.0], score_transform=transform, score_threshold=-1e9)
+    assert 1 not in [p.index for p in kept]
+
+
+@pytest.mark.parametrize(
+    ("indices", "text"),
+    [
+        ([], "no passages"),
+        ([5], "passage 5"),
+        ([32, 33, 34], "passages 32-34"),
+        ([0, 2, 3, 4, 9], "passages 0, 2-4, 9"),
+        (list(range(0, 30, 2)), "passages 0, 2, 4, 6, 8, 10 ... (15 in all)"),
+    ],
+)
+def test_describe_passages(indices: list[int], text: str) -> None:
+    assert describe_passages(indices) == text
+
+
+@PROPERTY
+@given(
+    passages=st.lists(mixed_passage, max_size=40),
+    transform=st.sampled_from(["raw", "sigmoid"]),
+    threshold=st.one_of(st.none(), st.floats(min_value=-8, max_value=8)),
+    top_n=st.one_of(st.none(), st.integers(min_value=0, max_value=45)),
+)
+def test_final_ranking_is_select_of_the_merged_ranking(
+    passages: list[str | Passage], transform: str, threshold: float | None, top_n: int | None
+) -> None:
+    plan = plan_batches(passages, 5)
+    scores = [segment_score(segment) for segment in plan.segments]
+    expected = select(
+        merge_rankings(plan, scores),
+        score_transform=transform,
+        score_threshold=threshold,
+        top_n=top_n,
+    )
+    assert (
+        final_ranking(
+            plan, scores, score_transform=transform, score_threshold=threshold, top_n=top_n
+        )
+        == expected
+    )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,8 +23,14 @@ from nimrank.protocols import (
     PROTOCOLS,
     MalformedResponse,
     WireProtocol,
+    decode_json,
+    encode_json,
+    is_known_vlm,
+    parse_model_list,
     server_message,
 )
+from nimrank.protocols import base as protocols_base
+from nimrank.results import Passage
 
 MODEL = "nvidia/llama-3.2-nv-rerankqa-1b-v2"
 
@@ -384,3 +390,149 @@ def test_server_message_limit_is_adjustable_and_exact_fit_is_kept() -> None:
 def test_server_message_never_fails_and_respects_the_limit(text: str) -> None:
     message = server_message(text)
     assert 0 < len(message) <= 500
+
+
+# -- image passages ------------------------------------------------------------
+
+PNG = "data:image/png;base64,iVBORw0KGgo="
+
+
+def test_nim_sends_text_image_or_both_and_omits_text_for_an_image_alone() -> None:
+    passages: list[str | Passage] = [
+        "plain",
+        Passage(text="caption only"),
+        Passage(image=PNG),
+        Passage(text="caption", image=PNG),
+    ]
+    body = NIM.build_request(model=MODEL, query="q", passages=passages, truncate=None)
+    assert body["passages"] == [
+        {"text": "plain"},
+        {"text": "caption only"},
+        {"image": PNG},
+        {"text": "caption", "image": PNG},
+    ]
+
+
+def test_cohere_refuses_an_image_passage_and_takes_a_text_one() -> None:
+    assert not COHERE.supports_images
+    assert NIM.supports_images
+    body = COHERE.build_request(model=MODEL, query="q", passages=[Passage("a")], truncate=None)
+    assert body["documents"] == ["a"]
+    with pytest.raises(ValueError, match="cohere protocol sends text only"):
+        COHERE.build_request(
+            model=MODEL, query="q", passages=["a", Passage(image=PNG)], truncate=None
+        )
+
+
+@pytest.mark.parametrize(
+    ("model", "known"),
+    [
+        ("nvidia/llama-nemotron-rerank-vl-1b-v2", True),
+        ("NVIDIA/llama-nemotron-rerank-VL-1b-v2 ", True),
+        ("ranking-vlm", True),
+        ("nvidia/llama-nemotron-rerank-1b-v2", False),
+        ("nvidia/llama-3.2-nv-rerankqa-1b-v2", False),
+        ("ranking", False),
+        ("jina-reranker-v2-base-multilingual", False),
+        ("evilmodel", False),
+    ],
+)
+def test_known_vlm_models(model: str, known: bool) -> None:
+    assert is_known_vlm(model) is known
+
+
+# -- decoding JSON strictly ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"rankings": [{"index": 0, "logit": 1.0, "index": 1}]}',
+        '{"rankings": [{"index": 0, "logit": 1.0}], "rankings": []}',
+        '{"data": [{"id": "a", "id": "b"}]}',
+        '{"a": {"b": 1, "\\u0062": 2}}',  # the same key, written with an escape
+    ],
+)
+def test_a_repeated_key_in_any_object_is_refused(text: str) -> None:
+    with pytest.raises(MalformedResponse, match="appears more than once"):
+        decode_json(text)
+    with pytest.raises(MalformedResponse, match="appears more than once"):
+        decode_json(text.encode())
+
+
+@pytest.mark.parametrize("opener", ["[", '{"a":'])
+def test_deep_nesting_is_a_malformed_response_not_a_recursion_error(opener: str) -> None:
+    with pytest.raises(MalformedResponse, match="nested too deeply"):
+        decode_json(opener * 100_000)
+    # The error-message reader keeps working on such a body too.
+    assert server_message(opener * 100_000, limit=20) == (opener * 20)[:17] + "..."
+
+
+def test_server_message_does_not_dig_forever_into_nested_bodies() -> None:
+    body = '{"detail": ' * 500 + '"deep"' + "}" * 500
+    assert server_message(body, limit=30).startswith('{"detail"')
+
+
+@pytest.mark.parametrize("content", [b"", b"{", b"\xff\xfe\x00", b"nul", b'{"a": 1} x'])
+def test_not_json_is_a_malformed_response(content: bytes) -> None:
+    with pytest.raises(MalformedResponse, match="not valid JSON"):
+        decode_json(content)
+
+
+def test_decoded_body_parses_like_the_values() -> None:
+    text = '{"rankings": [{"index": 1, "logit": -2}, {"index": 0, "logit": 0.5}]}'
+    assert NIM.parse_response(decode_json(text.encode()), 2) == [0.5, -2.0]
+
+
+@pytest.mark.parametrize(
+    "encode",
+    [encode_json, protocols_base._stdlib_encode],
+    ids=["orjson-if-installed", "stdlib"],
+)
+@settings(max_examples=100)
+@given(texts=st.lists(st.text(alphabet=st.characters(exclude_categories=["Cs"])), max_size=8))
+def test_encoded_body_is_compact_utf8_json_of_the_body(
+    encode: Callable[[Any], bytes], texts: list[str]
+) -> None:
+    # Whichever encoder runs, the server gets the same bytes.
+    body = NIM.build_request(model=MODEL, query="q é", passages=texts, truncate="END")
+    content = encode(body)
+    assert json.loads(content.decode("utf-8")) == body
+    assert content == json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+# -- the model list ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "ids"),
+    [
+        ({"object": "list", "data": [{"id": "a", "object": "model"}, {"id": "b"}]}, ["a", "b"]),
+        ({"data": []}, []),
+        ([{"id": "a"}, "b"], ["a", "b"]),
+        (["x"], ["x"]),
+    ],
+)
+def test_model_list_shapes_that_are_read(body: Any, ids: list[str]) -> None:
+    assert parse_model_list(body) == ids
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "string",
+        {"data": "abc"},
+        {"data": {"id": "a"}},
+        {"models": [{"id": "a"}]},
+        {"data": [{"name": "a"}]},
+        {"data": [{"id": 5}]},
+        {"data": [{"id": ""}]},
+        {"data": [["a"]]},
+        [1, 2],
+        None,
+        7,
+    ],
+)
+def test_model_list_of_another_shape_is_refused(body: Any) -> None:
+    with pytest.raises(MalformedResponse):
+        parse_model_list(body)
