@@ -253,7 +253,7 @@ def check_ranking(call: Call, ranking: list[RankedPassage]) -> None:
     for ranked in ranking:
         assert ranked.text == call.passages[ranked.index], call.name
         assert ranked.score == call.expected[ranked.index], (call.name, ranked)
-    keys = [(-math.inf if p.score is None else -p.score, p.index) for p in ranking]
+    keys = [(math.inf if p.score is None else -p.score, p.index) for p in ranking]
     assert keys == sorted(keys), f"{call.name}: not best first"
 
 
