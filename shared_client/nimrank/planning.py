@@ -24,6 +24,7 @@ object per passage but the results, so the cost per passage stays flat in N.
 
 from __future__ import annotations
 
+import heapq
 import math
 from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
@@ -306,14 +307,22 @@ def plan_batches(
     )
 
 
-def _order(plan: Plan, scores: Sequence[float | None]) -> list[int]:
-    """Input indices best first, ties in input order, unscored last in input order."""
+def _order(scores: Sequence[float | None], limit: int | None = None) -> list[int]:
+    """Input indices best first, ties in input order, unscored last in input order.
+
+    With ``limit``, only the first ``limit`` of that order.
+    """
     keys = (
         [_UNSENT_KEY if score is None else score for score in scores] if None in scores else scores
     )
-    # A stable sort with reverse=True keeps equal keys in input order.
     key = cast("Callable[[int], float]", keys.__getitem__)
-    return sorted(range(len(scores)), key=key, reverse=True)
+    if limit is not None and limit * 4 < len(scores):
+        # The best few of many: ~8x faster than sorting all of them (top 10 of
+        # 100,000), and documented to equal sorted(..., reverse=True)[:limit].
+        return heapq.nlargest(limit, range(len(scores)), key=key)
+    # A stable sort with reverse=True keeps equal keys in input order.
+    order = sorted(range(len(scores)), key=key, reverse=True)
+    return order if limit is None else order[:limit]
 
 
 def _results(
@@ -333,7 +342,7 @@ def merge_rankings(plan: Plan, segment_scores: Sequence[float]) -> list[RankedPa
     scores ``None`` and ranks last, in input order.
     """
     scores = plan.passage_scores(segment_scores)
-    return _results(plan, _order(plan, scores), scores)
+    return _results(plan, _order(scores), scores)
 
 
 def final_ranking(
@@ -349,9 +358,16 @@ def final_ranking(
     With ``top_n=10`` over 100,000 passages, ten ``RankedPassage`` values are made.
     """
     scores = plan.passage_scores(segment_scores)
-    order = _order(plan, scores)
+    # top_n first: the threshold keeps a prefix of the order (below), so the
+    # order of the two cuts does not matter, and this one is cheaper.
+    order = _order(scores, top_n)
     if score_transform == "sigmoid":
-        scores = [None if score is None else sigmoid(score) for score in scores]
+        # Only for the passages that may be kept.
+        scores = list(scores)
+        for index in order:
+            score = scores[index]
+            if score is not None:
+                scores[index] = sigmoid(score)
     if score_threshold is not None:
         # The transform is monotonic and unscored passages come last, so the
         # passages kept are a prefix of the order.
@@ -362,8 +378,6 @@ def final_ranking(
                 break
             kept += 1
         order = order[:kept]
-    if top_n is not None:
-        order = order[:top_n]
     return _results(plan, order, scores)
 
 
