@@ -150,6 +150,11 @@ class Plan:
         # A chunked passage may hold several segments of one batch.
         return sorted(set(held)) if self._more else sorted(held)
 
+    def describe_batch(self, batch: int) -> str:
+        """``batch 2 of 4 (passages 32-63)``: how error messages name a batch."""
+        held = self.passages_in_batch(batch)
+        return f"batch {batch + 1} of {len(self.batches)} ({describe_passages(held)})"
+
     @cached_property
     def _owners_by_segment(self) -> tuple[list[int], list[int]]:
         """(segment ids ascending, the input passage that holds each), for ``passages_in_batch``.

@@ -863,3 +863,11 @@ def test_final_ranking_of_the_best_few_keeps_ties_and_blanks_in_input_order(
         assert final_ranking(plan, scores, score_transform=transform, top_n=top_n) == select(
             merge_rankings(plan, scores), score_transform=transform, top_n=top_n
         )
+
+
+def test_describe_batch_names_the_batch_and_its_passages() -> None:
+    plan = plan_batches(["a", "b", "", "c", "a", "d"], 2)
+    assert [plan.describe_batch(b) for b in range(len(plan.batches))] == [
+        "batch 1 of 2 (passages 0-1, 4)",
+        "batch 2 of 2 (passages 3, 5)",
+    ]
