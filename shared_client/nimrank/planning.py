@@ -30,6 +30,8 @@ from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from itertools import compress, count, repeat
+from operator import is_, is_not
 from typing import cast
 
 from .results import Passage, RankedPassage, make_ranked
@@ -52,8 +54,6 @@ __all__ = [
 #: What one request carries for one passage: its text, or a ``Passage`` with an image.
 Segment = str | Passage
 
-# The sort key of a passage that was not sent: below every finite score.
-_UNSENT_KEY = -math.inf
 # str.__instancecheck__ through map(): an all-strings check at C speed.
 _is_str = str.__instancecheck__
 
@@ -317,16 +317,19 @@ def _order(scores: Sequence[float | None], limit: int | None = None) -> list[int
 
     With ``limit``, only the first ``limit`` of that order.
     """
-    keys = (
-        [_UNSENT_KEY if score is None else score for score in scores] if None in scores else scores
-    )
-    key = cast("Callable[[int], float]", keys.__getitem__)
-    if limit is not None and limit * 4 < len(scores):
+    scored: Sequence[int] = range(len(scores))
+    unscored: list[int] = []
+    if None in scores:
+        scored = list(compress(count(), map(is_not, scores, repeat(None))))
+        unscored = list(compress(count(), map(is_, scores, repeat(None))))
+    key = cast("Callable[[int], float]", scores.__getitem__)
+    if limit is not None and limit * 4 < len(scored):
         # The best few of many: ~8x faster than sorting all of them (top 10 of
         # 100,000), and documented to equal sorted(..., reverse=True)[:limit].
-        return heapq.nlargest(limit, range(len(scores)), key=key)
-    # A stable sort with reverse=True keeps equal keys in input order.
-    order = sorted(range(len(scores)), key=key, reverse=True)
+        return heapq.nlargest(limit, scored, key=key)
+    # A stable sort with reverse=True keeps equal scores in input order.
+    order = sorted(scored, key=key, reverse=True)
+    order += unscored
     return order if limit is None else order[:limit]
 
 
