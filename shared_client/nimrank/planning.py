@@ -24,11 +24,14 @@ object per passage but the results, so the cost per passage stays flat in N.
 
 from __future__ import annotations
 
+import heapq
 import math
 from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from itertools import compress, count, repeat
+from operator import is_, is_not
 from typing import cast
 
 from .results import Passage, RankedPassage, make_ranked
@@ -51,8 +54,6 @@ __all__ = [
 #: What one request carries for one passage: its text, or a ``Passage`` with an image.
 Segment = str | Passage
 
-# The sort key of a passage that was not sent: below every finite score.
-_UNSENT_KEY = -math.inf
 # str.__instancecheck__ through map(): an all-strings check at C speed.
 _is_str = str.__instancecheck__
 
@@ -148,6 +149,11 @@ class Plan:
         held = owners[bisect_left(segments, ids.start) : bisect_left(segments, ids.stop)]
         # A chunked passage may hold several segments of one batch.
         return sorted(set(held)) if self._more else sorted(held)
+
+    def describe_batch(self, batch: int) -> str:
+        """``batch 2 of 4 (passages 32-63)``: how error messages name a batch."""
+        held = self.passages_in_batch(batch)
+        return f"batch {batch + 1} of {len(self.batches)} ({describe_passages(held)})"
 
     @cached_property
     def _owners_by_segment(self) -> tuple[list[int], list[int]]:
@@ -306,14 +312,25 @@ def plan_batches(
     )
 
 
-def _order(plan: Plan, scores: Sequence[float | None]) -> list[int]:
-    """Input indices best first, ties in input order, unscored last in input order."""
-    keys = (
-        [_UNSENT_KEY if score is None else score for score in scores] if None in scores else scores
-    )
-    # A stable sort with reverse=True keeps equal keys in input order.
-    key = cast("Callable[[int], float]", keys.__getitem__)
-    return sorted(range(len(scores)), key=key, reverse=True)
+def _order(scores: Sequence[float | None], limit: int | None = None) -> list[int]:
+    """Input indices best first, ties in input order, unscored last in input order.
+
+    With ``limit``, only the first ``limit`` of that order.
+    """
+    scored: Sequence[int] = range(len(scores))
+    unscored: list[int] = []
+    if None in scores:
+        scored = list(compress(count(), map(is_not, scores, repeat(None))))
+        unscored = list(compress(count(), map(is_, scores, repeat(None))))
+    key = cast("Callable[[int], float]", scores.__getitem__)
+    if limit is not None and limit * 4 < len(scored):
+        # The best few of many: ~8x faster than sorting all of them (top 10 of
+        # 100,000), and documented to equal sorted(..., reverse=True)[:limit].
+        return heapq.nlargest(limit, scored, key=key)
+    # A stable sort with reverse=True keeps equal scores in input order.
+    order = sorted(scored, key=key, reverse=True)
+    order += unscored
+    return order if limit is None else order[:limit]
 
 
 def _results(
@@ -333,7 +350,7 @@ def merge_rankings(plan: Plan, segment_scores: Sequence[float]) -> list[RankedPa
     scores ``None`` and ranks last, in input order.
     """
     scores = plan.passage_scores(segment_scores)
-    return _results(plan, _order(plan, scores), scores)
+    return _results(plan, _order(scores), scores)
 
 
 def final_ranking(
@@ -349,9 +366,16 @@ def final_ranking(
     With ``top_n=10`` over 100,000 passages, ten ``RankedPassage`` values are made.
     """
     scores = plan.passage_scores(segment_scores)
-    order = _order(plan, scores)
+    # top_n first: the threshold keeps a prefix of the order (below), so the
+    # order of the two cuts does not matter, and this one is cheaper.
+    order = _order(scores, top_n)
     if score_transform == "sigmoid":
-        scores = [None if score is None else sigmoid(score) for score in scores]
+        # Only for the passages that may be kept.
+        scores = list(scores)
+        for index in order:
+            score = scores[index]
+            if score is not None:
+                scores[index] = sigmoid(score)
     if score_threshold is not None:
         # The transform is monotonic and unscored passages come last, so the
         # passages kept are a prefix of the order.
@@ -362,8 +386,6 @@ def final_ranking(
                 break
             kept += 1
         order = order[:kept]
-    if top_n is not None:
-        order = order[:top_n]
     return _results(plan, order, scores)
 
 

@@ -847,3 +847,27 @@ def test_final_ranking_is_select_of_the_merged_ranking(
         )
         == expected
     )
+
+
+@pytest.mark.parametrize("top_n", [0, 1, 3, 10, 49, 50, 51, 199, 200, 201, None])
+def test_final_ranking_of_the_best_few_keeps_ties_and_blanks_in_input_order(
+    top_n: int | None,
+) -> None:
+    # Many ties (13 distinct scores) and blanks: the best-few path must agree
+    # with sorting everything.
+    rng = random.Random(top_n)
+    passages = [rng.choice(["", " ", f"p{i}"]) if i % 5 == 0 else f"p{i}" for i in range(200)]
+    plan = plan_batches(passages, 16)
+    scores = [score_of(as_text(segment)) for segment in plan.segments]
+    for transform in ("raw", "sigmoid"):
+        assert final_ranking(plan, scores, score_transform=transform, top_n=top_n) == select(
+            merge_rankings(plan, scores), score_transform=transform, top_n=top_n
+        )
+
+
+def test_describe_batch_names_the_batch_and_its_passages() -> None:
+    plan = plan_batches(["a", "b", "", "c", "a", "d"], 2)
+    assert [plan.describe_batch(b) for b in range(len(plan.batches))] == [
+        "batch 1 of 2 (passages 0-1, 4)",
+        "batch 2 of 2 (passages 3, 5)",
+    ]
