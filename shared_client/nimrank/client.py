@@ -46,7 +46,6 @@ from .keys import resolve_api_key
 from .options import DEFAULT_OPTIONS, OptionValues, RankingOptions
 from .planning import (
     Plan,
-    describe_passages,
     final_ranking,
     plan_batches,
 )
@@ -102,14 +101,29 @@ UNSET = _Unset.UNSET
 
 @dataclass(frozen=True)
 class _Request:
-    """One HTTP request of a call, with what to say about it if it fails."""
+    """One HTTP request of a call, and how to name it if it fails.
+
+    A batch's name and passages are worked out only when a message needs them:
+    a call that succeeds never builds that text.
+    """
 
     method: str
     url: str
     body: dict[str, Any] | None
-    what: str  # e.g. "batch 2 of 4 (passages 32-63)"
-    passages: tuple[int, ...] = ()
+    label: str = ""  # a request that is not a batch: "the model list"
     size: int = 0
+    plan: Plan | None = None
+    batch: int = 0
+
+    @functools.cached_property
+    def what(self) -> str:
+        """E.g. ``batch 2 of 4 (passages 32-63)``."""
+        return self.label if self.plan is None else self.plan.describe_batch(self.batch)
+
+    @functools.cached_property
+    def passages(self) -> tuple[int, ...]:
+        """Input indices of the passages the batch holds."""
+        return () if self.plan is None else tuple(self.plan.passages_in_batch(self.batch))
 
     @property
     def shown_url(self) -> str:
@@ -290,18 +304,16 @@ class _BaseClient:
             )
 
     def _batch_request(self, call: _Call, model: str, batch: int) -> _Request:
-        plan = call.plan
-        texts = plan.batch_texts(batch)
-        held = plan.passages_in_batch(batch)
+        texts = call.plan.batch_texts(batch)
         return _Request(
             method="POST",
             url=self.endpoints.ranking_url,
             body=self._wire.build_request(
                 model=model, query=call.query, passages=texts, truncate=self.options.truncate
             ),
-            what=f"batch {batch + 1} of {len(plan.batches)} ({describe_passages(held)})",
-            passages=tuple(held),
             size=len(texts),
+            plan=call.plan,
+            batch=batch,
         )
 
     def _batch_scores(
@@ -332,7 +344,7 @@ class _BaseClient:
     # -- models --------------------------------------------------------------
 
     def _models_request(self) -> _Request:
-        return _Request("GET", self.endpoints.models_url, None, what="the model list")
+        return _Request("GET", self.endpoints.models_url, None, label="the model list")
 
     def _model_ids(self, request: _Request, response: httpx.Response) -> list[str]:
         try:
