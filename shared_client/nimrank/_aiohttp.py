@@ -18,12 +18,9 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import httpx
-
-if TYPE_CHECKING:
-    import aiohttp
 
 __all__ = ["AiohttpTransport", "make_async_transport"]
 
@@ -71,7 +68,9 @@ def _aiohttp() -> Any:
 class _Body(httpx.AsyncByteStream):
     """The response body, read from aiohttp as the caller iterates."""
 
-    def __init__(self, response: aiohttp.ClientResponse, errors: Any) -> None:
+    # aiohttp objects are typed Any: it is an optional dependency, and the
+    # type check must pass without it.
+    def __init__(self, response: Any, errors: Any) -> None:
         self._response = response
         self._errors = errors
 
@@ -102,9 +101,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._aiohttp = _aiohttp()  # fail at construction, not at the first request
         self._limits = limits or httpx.Limits()
         self._verify = verify
-        self._session: aiohttp.ClientSession | None = None
+        self._session: Any = None
 
-    def _new_session(self) -> aiohttp.ClientSession:
+    def _new_session(self) -> Any:
         lib = self._aiohttp
         connector = lib.TCPConnector(
             limit=self._limits.max_connections or 0,
@@ -112,14 +111,13 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             ssl=self._verify,
             # DNS answers are cached by aiohttp for 10 s by default; keep it.
         )
-        session: aiohttp.ClientSession = lib.ClientSession(
+        return lib.ClientSession(
             connector=connector,
             # httpx already set every header (Host, User-Agent, Accept-Encoding).
             skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
             auto_decompress=False,  # httpx decodes by Content-Encoding
             trust_env=False,
         )
-        return session
 
     def _map(self, exc: BaseException, *, reading: bool = False) -> Exception:
         aiohttp = self._aiohttp

@@ -10,6 +10,7 @@ construction and the first connection happen in the warm-up.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import importlib.util
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -174,7 +175,7 @@ class RawAiohttp(_Loop):
         self, url: str, batch: int, in_flight: int, loop: asyncio.AbstractEventLoop
     ) -> None:
         super().__init__(loop)
-        import aiohttp
+        aiohttp = importlib.import_module("aiohttp")  # optional: typed Any
 
         self._url = f"{url}/ranking"
         self._batch = batch
@@ -210,9 +211,8 @@ class RawAiohttp(_Loop):
 
 def _ours_transport(kind: str) -> Callable[[httpx.Limits], httpx.AsyncBaseTransport]:
     if kind == "httpx-aiohttp":
-        from httpx_aiohttp import AiohttpTransport
-
-        return lambda limits: AiohttpTransport(limits=limits)
+        package = importlib.import_module("httpx_aiohttp")  # optional: typed Any
+        return lambda limits: package.AiohttpTransport(limits=limits)
     from nimrank._aiohttp import make_async_transport
 
     return lambda limits: make_async_transport("aiohttp", limits=limits)
