@@ -27,6 +27,10 @@ __all__ = ["AiohttpTransport", "make_async_transport"]
 TransportKind = Literal["httpx", "aiohttp"]
 
 _CHUNK = 64 * 1024
+# httpcore accepts a response head of up to 100 KiB; aiohttp's default is 8 KiB
+# a line. The same limit on both transports: a server that works with one works
+# with the other.
+_MAX_HEAD = 100 * 1024
 
 
 def make_async_transport(
@@ -117,6 +121,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
             auto_decompress=False,  # httpx decodes by Content-Encoding
             trust_env=False,
+            max_line_size=_MAX_HEAD,
+            max_field_size=_MAX_HEAD,
         )
 
     def _map(self, exc: BaseException, *, reading: bool = False) -> Exception:

@@ -92,7 +92,7 @@ async def test_silent_server_is_httpx_read_timeout() -> None:
     "reply",
     [
         b'HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{"short',  # body cut off
-        b"HTTP/1.1 200 OK\r\nx-big: " + b"a" * 70_000 + b"\r\n\r\n",  # header too long
+        b"HTTP/1.1 200 OK\r\nx-big: " + b"a" * 200_000 + b"\r\n\r\n",  # > 100 KiB, as httpx
         b"",  # closed before any answer
     ],
     ids=["truncated-body", "huge-header", "no-answer"],
@@ -120,3 +120,19 @@ def test_missing_aiohttp_says_which_extra(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setitem(sys.modules, "aiohttp", None)
     with pytest.raises(ImportError, match=r"nimrank\[aiohttp\]"):
         make_async_transport("aiohttp")
+
+
+async def test_a_long_header_httpx_accepts_is_accepted() -> None:
+    async def long_header(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nx-big: " + b"a" * 50_000 + b"\r\ncontent-length: 2\r\n\r\n{}"
+        )
+        await writer.drain()
+        writer.close()
+
+    async for url in _serve(long_header):
+        async with _client() as http:
+            response = await http.get(url)
+    assert response.json() == {}
+    assert len(response.headers["x-big"]) == 50_000
