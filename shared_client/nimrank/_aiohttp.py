@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import httpx
 
-__all__ = ["AiohttpTransport", "make_async_transport"]
+__all__ = ["AiohttpTransport", "make_async_transport", "require_aiohttp"]
 
 TransportKind = Literal["httpx", "aiohttp"]
 
@@ -59,7 +59,12 @@ def make_async_transport(
     raise ValueError(f"transport must be 'httpx' or 'aiohttp', got {kind!r}")
 
 
-def _aiohttp() -> Any:
+def require_aiohttp() -> Any:
+    """The aiohttp module, or an ImportError naming the extra that installs it.
+
+    A client configured for the aiohttp transport calls this at construction,
+    so a missing extra fails there and not at the first request.
+    """
     try:
         import aiohttp
     except ImportError:
@@ -102,7 +107,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     def __init__(
         self, *, limits: httpx.Limits | None = None, verify: ssl.SSLContext | bool = True
     ) -> None:
-        self._aiohttp = _aiohttp()  # fail at construction, not at the first request
+        self._aiohttp = require_aiohttp()  # fail at construction, not at the first request
         self._limits = limits or httpx.Limits()
         self._verify = verify
         self._session: Any = None

@@ -1,8 +1,9 @@
 """Where nimrank's own time per call goes: cProfile of ``rank`` against the fake NIM.
 
-For each client (async, sync) and N, ``--calls`` calls to a 0 ms server are
-profiled (the sync client's worker threads too: each gets a profiler of its
-own, merged at the end), and two lists are printed:
+For each client (async, sync) and N, ``max(5, 3000 // N)`` calls to a 0 ms server
+are profiled on a CPU-time clock (``time.thread_time``: time spent waiting for the
+server or the scheduler is not counted; the sync client's worker threads each
+get a profiler of their own, merged at the end), and two lists are printed:
 
 * **nimrank's functions, cumulative**: seconds per call inside each step
   (``_prepare``/planning, ``_batch_request``/``build_request``, ``_send``,
@@ -20,6 +21,7 @@ import asyncio
 import cProfile
 import pstats
 import sys
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -60,7 +62,7 @@ class _ProfiledSync(RankingClient):
         if self._workers is None:
 
             def start() -> None:
-                profile = cProfile.Profile()
+                profile = cProfile.Profile(time.thread_time)
                 self.profiles.append(profile)
                 profile.enable()
 
@@ -112,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with FakeNim(latency_ms=0, per_passage_ms=0) as server:
         options = {"base_url": server.url, "model": MODEL, "max_batch_size": args.batch}
         for size in sizes:
-            calls = max(3, 3000 // size)
+            calls = max(5, 3000 // size)
             batch = texts[:size]
             if "async" in args.clients:
                 client = AsyncRankingClient(**options)
@@ -122,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     for _ in range(calls):
                         await client.rank(QUERY, batch)
 
-                profile = cProfile.Profile()
+                profile = cProfile.Profile(time.thread_time)
                 profile.enable()
                 loop.run_until_complete(many(client, calls, batch))
                 print(f"\n### async, N={size:,}, {calls} calls")
@@ -133,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 # Warm-up (it starts the workers: their profiles count it too,
                 # one call in ``calls``).
                 sync.rank(QUERY, batch)
-                profile = cProfile.Profile()
+                profile = cProfile.Profile(time.thread_time)
                 profile.enable()
                 for _ in range(calls):
                     sync.rank(QUERY, batch)

@@ -338,7 +338,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-per-passage-ms", type=float, default=0.1)
     parser.add_argument("--slots", type=int, default=2, help="saturated GPU: requests at once")
     parser.add_argument("--only", default="", help="comma-separated client names (part 1, 2)")
-    parser.add_argument("--peers", action="store_true", help="also run peers_bench.py")
+    parser.add_argument(
+        "--peers", action="store_true", help="also run peers_bench.py (all four peers required)"
+    )
     parser.add_argument("--chart", default=None, help="with --peers: write the chart there")
     args = parser.parse_args(argv)
     sizes = sorted({*args.sizes, *([100_000] if args.big else [])})
@@ -399,16 +401,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         report_batch(args, loop, texts)
 
     loop.close()
+    status = 0
     if args.peers:
-        import peers_bench
+        import peers_bench  # imports the peers: only when asked
 
-        peer_args = ["--parts", "peers", "--runs", str(args.runs)]
-        peers_bench.main(peer_args + (["--chart", args.chart] if args.chart else []))
+        print()
+        peer_args = ["--peers", "--parts", "peers", "--runs", str(args.runs)]
+        status = peers_bench.main(peer_args + (["--chart", args.chart] if args.chart else []))
     print(
         f"\nLoad average {os.getloadavg()[0]:.2f} at the end; "
         f"total {time.perf_counter() - started:.0f} s."
     )
-    return 0
+    return status
 
 
 def report_batch(
@@ -444,6 +448,7 @@ def report_batch(
                         )
                     for contender in contenders:
                         contender.session.close()
+                print(f"[batch {model}, N={size:,}]", file=sys.stderr)
     header = ["server", "N", "batch", "client", "wall ms", "CPU ms per 1k", "requests", "right"]
     print(table(header, rows))
 
