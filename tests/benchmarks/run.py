@@ -389,14 +389,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-latency-ms", type=float, default=20.0)
     parser.add_argument("--batch-per-passage-ms", type=float, default=0.1)
     parser.add_argument("--slots", type=int, default=2, help="saturated GPU: requests at once")
-    parser.add_argument("--only", default="", help="comma-separated client names (part 1, 2)")
+    parser.add_argument("--only", default="", help="client names, separated by ; (parts 1, 2)")
     parser.add_argument(
         "--peers", action="store_true", help="also run peers_bench.py (all four peers required)"
     )
     parser.add_argument("--chart", default=None, help="with --peers: write the chart there")
     args = parser.parse_args(argv)
     sizes = sorted({*args.sizes, *([100_000] if args.big else [])})
-    only = [name.strip() for name in args.only.split(",") if name.strip()] or None
+    only = [name.strip() for name in args.only.split(";") if name.strip()] or None
 
     started = time.perf_counter()
     load = os.getloadavg()[0]
