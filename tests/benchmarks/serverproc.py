@@ -15,7 +15,8 @@ Protocol, one JSON line per answer:
   request], "passages": [per request], "seconds": [handling time per request]}``
 * ``quit`` or end of input: stop serving and exit.
 
-Run by ``run.py``; by hand: ``python tests/benchmarks/serverproc.py --latency-ms 50``.
+Run by ``peers_bench.py`` (the peers part); by hand:
+``python tests/benchmarks/serverproc.py --latency-ms 50``.
 """
 
 from __future__ import annotations
