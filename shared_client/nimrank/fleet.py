@@ -125,6 +125,7 @@ __all__ = [
     "FleetStats",
     "Lease",
     "Outcome",
+    "ReplicaState",
     "ReplicaStats",
     "Wait",
     "outcome_for_status",

@@ -213,3 +213,51 @@ def test_a_fleet_replica_stopped_mid_run_loses_no_row() -> None:
             check_ranked(row)
         assert len(one.requests) >= 100
         assert len(two.requests) > 0
+
+
+async def test_the_actor_bounds_its_rows_in_flight_and_replaces_output_columns() -> None:
+    import pyarrow as pa
+
+    rows = make_rows(40, seed=4)
+    table = pa.table(
+        {
+            "query": [row["query"] for row in rows],
+            "passages": [row["passages"] for row in rows],
+            "scores": ["stale"] * len(rows),
+        }
+    )
+    with RankingServer(latency_ms=20) as server:
+        reranker = nimrank_ray.Reranker({"base_url": server.url}, rows_in_flight=3, top_n=2)
+        out = (await reranker(table)).to_pylist()
+        assert 2 <= server.max_in_flight <= 3
+    assert [list(row) for row in out] == [["query", "passages", "scores", "ranking"]] * len(rows)
+    for row in out:
+        check_ranked(row, top_n=2)
+
+
+def test_an_api_key_is_never_sent_to_the_workers(replica: RankingServer) -> None:
+    ds = ray.data.from_items(make_rows(2))
+    with pytest.raises(ValueError, match="workers' environment") as caught:
+        nimrank_ray.rerank_dataset(ds, base_url=replica.url, api_key="nvapi-secret")
+    assert "nvapi-secret" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error"),
+    [
+        ({"workers": (2, 1)}, ValueError),
+        ({"workers": 0}, ValueError),
+        ({"on_error": "ignore"}, ValueError),
+        ({"top_n": -1}, ValueError),
+        ({"scores_column": "query"}, ValueError),
+        ({"rows_per_batch": 0}, ValueError),
+        ({"max_concurrency": "8"}, TypeError),  # a client option, checked on the driver
+    ],
+)
+def test_bad_arguments_fail_before_any_row_is_ranked(
+    replica: RankingServer, arguments: dict[str, Any], error: type[Exception]
+) -> None:
+    ds = ray.data.from_items(make_rows(2))
+    with pytest.raises(error):
+        nimrank_ray.rerank_dataset(ds, base_url=replica.url, **arguments)
+    assert replica.requests == []
