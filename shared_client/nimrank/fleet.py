@@ -46,60 +46,74 @@ around them, never across an ``await``):
 
 The sync shell, one ``threading.Condition`` per client::
 
+    def acquire():
+        with condition:
+            while not isinstance(choice := fleet.acquire(time.monotonic()), Lease):
+                condition.wait(choice.seconds)  # None: until a release notifies
+            return choice
+
+    def release(lease, outcome, retry_after):
+        with condition:
+            fleet.release(lease, outcome, time.monotonic(), retry_after=retry_after)
+            condition.notify_all()
+
     def send_batch(batch):
         attempt = 0
         while True:
-            with condition:
-                while not isinstance(lease := fleet.acquire(time.monotonic()), Lease):
-                    condition.wait(lease.seconds)  # None: until notified
+            lease = acquire()  # late binding: chosen now, not when queued
             outcome, retry_after, response = Outcome.ABANDONED, None, None
             try:
-                if lease.probe:
-                    outcome = probe(lease.url)  # GET .../health/ready: 200 -> OK, else FAILED
-                    continue  # a probe is not an attempt: acquire again
-                try:
-                    response = post(lease.url, batch)
-                except (httpx.TransportError, httpx.TimeoutException):
-                    outcome = Outcome.FAILED
-                else:
-                    outcome = outcome_for_status(response.status_code)
-                    retry_after = seconds from Retry-After, when outcome is THROTTLED
-            finally:  # ABANDONED when interrupted or cancelled
-                with condition:
-                    fleet.release(lease, outcome, time.monotonic(), retry_after=retry_after)
-                    condition.notify_all()
-            if outcome is Outcome.OK and not retryable(response):
+                if lease.probe:  # GET {lease.url}/health/ready: 200 -> OK, else FAILED
+                    outcome = probe(lease.url)
+                else:  # transport error or timeout -> FAILED, else outcome_for_status;
+                    outcome, retry_after, response = post(lease.url, batch)  # + Retry-After
+            finally:  # ABANDONED if interrupted or cancelled
+                release(lease, outcome, retry_after)
+            if response is not None and response.status_code == 200:
                 return response
-            attempt += 1  # FAILED / THROTTLED / 500: one budget for all of them
+            if lease.probe and outcome is Outcome.OK:
+                continue  # readmitted: not an attempt
+            attempt += 1  # one budget: failures, 429s, 500s, failed probes
             if attempt > max_retries:
-                raise the batch's typed error
-            if outcome is Outcome.OK:  # a 500: the replica is alive, back off as today
+                raise the last failure's typed error
+            if outcome is Outcome.OK:  # a 500 or similar: the replica is alive, back off
                 time.sleep(retry_policy.delay(attempt, ...))
-            # FAILED or THROTTLED: no sleep; acquire() offers another replica,
-            # or says how long until one is back.
+            # FAILED or THROTTLED: no sleep; acquire() offers another replica at
+            # once, or waits as long as the fleet says (ejection, Retry-After).
 
-The async shell is the same lines with ``await``; the fleet is shared by
-every loop (one budget, one set of statistics) behind a ``threading.Lock``,
-and each event loop has its own ``asyncio.Event`` (in a dict keyed by loop,
-like the client's connection pools), because asyncio primitives belong to
-one loop and a shared ``asyncio.Condition`` breaks under ``asyncio.run`` per
-call::
+Counting failed probes against the budget bounds a call when every replica
+stays down (with one replica: ``eject_initial`` + twice that + ... seconds).
 
-    while True:
-        wakeup = wakeups_of_this_loop()  # asyncio.Event
-        wakeup.clear()  # before acquire: a release after this sets it again
-        with lock:
-            choice = fleet.acquire(time.monotonic())
-        if isinstance(choice, Lease):
-            break
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wakeup.wait(), choice.seconds)
-    ...  # send or probe, exactly as above
-    finally:
+The async shell is the same lines with ``await``. The fleet is shared by
+every event loop (one budget, one set of statistics) behind a
+``threading.Lock`` held only around the fleet's calls, and each loop has its
+own ``asyncio.Event`` (in a dict keyed by loop, like the client's connection
+pools), because asyncio primitives belong to one loop and a shared
+``asyncio.Condition`` breaks under ``asyncio.run`` per call::
+
+    async def acquire():
+        wakeup = wakeups.setdefault(asyncio.get_running_loop(), asyncio.Event())
+        while True:
+            wakeup.clear()  # before acquire: a release after this sets it again
+            with lock:
+                choice = fleet.acquire(time.monotonic())
+            if isinstance(choice, Lease):
+                return choice
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(wakeup.wait(), choice.seconds)
+
+    def release(lease, outcome, retry_after):
         with lock:
             fleet.release(lease, outcome, time.monotonic(), retry_after=retry_after)
-        for loop, event in wakeups:  # this loop's event directly, the others
-            loop.call_soon_threadsafe(event.set)  # through call_soon_threadsafe
+            loops = list(wakeups.items())
+        for loop, event in loops:  # drop loops that have closed
+            if loop is running_loop:
+                event.set()
+            elif not loop.is_closed():
+                loop.call_soon_threadsafe(event.set)
+
+``tests/benchmarks/fleet.py`` (``FleetShell``) runs this loop for one event
+loop over raw ``httpx``.
 
 Example:
     >>> fleet = Fleet(["http://a:8000/v1", "http://b:8000/v1"], seed=0)

@@ -182,7 +182,6 @@ class FleetShell:
                     else:
                         ok = ready.status_code == 200
                         outcome = Outcome.OK if ok else Outcome.FAILED
-                    continue
                 try:
                     reply = await self.http.post(
                         f"{lease.url}/ranking",
@@ -203,7 +202,9 @@ class FleetShell:
                 for item in reply.json()["rankings"]:
                     scores[item["index"]] = item["logit"]
                 return scores
-            attempt += 1
+            if lease.probe and outcome is Outcome.OK:
+                continue  # readmitted: not an attempt
+            attempt += 1  # failures, 429s, 500s and failed probes: one budget
             if attempt > RETRIES.max_retries:
                 raise RuntimeError(f"gave up after {attempt} attempts: {outcome}")
             if outcome is Outcome.OK:  # an answer worth retrying later (a 500)
