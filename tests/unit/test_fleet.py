@@ -144,6 +144,20 @@ def test_a_slow_replica_gets_fewer_batches() -> None:
     assert fleet.stats(run.now).requests == (100, 200)
 
 
+def test_the_replica_with_fewer_requests_in_flight_wins_even_under_no_cap() -> None:
+    # Only the client-wide bound binds: round robin would split 150/150; least
+    # outstanding requests keeps 4 in flight on each, so the replica three
+    # times as slow is offered a third as many batches.
+    def script(replica: int, _now: float) -> tuple[Outcome, float]:
+        return Outcome.OK, 3.0 if replica == 0 else 1.0
+
+    fleet = Fleet(URLS[:2], FleetPolicy(max_per_replica=100, max_in_flight=8), seed=0)
+    run = simulate(fleet, 300, script)
+    slow, fast = fleet.stats(run.now).requests
+    assert (slow + fast, run.peak_total) == (300, 8)
+    assert 70 <= slow <= 80
+
+
 @given(
     caps=st.tuples(st.integers(1, 5), st.integers(1, 12)),
     replicas=st.integers(1, 4),
