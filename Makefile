@@ -9,7 +9,7 @@ PEERS_STAMP := $(PEERS)/.installed
 # No telemetry from Haystack in tests, demos or benchmarks.
 export HAYSTACK_TELEMETRY_ENABLED := False
 
-.PHONY: demo test lint bench soak interop clean
+.PHONY: demo test lint bench soak interop ray clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,15 @@ test: lint
 # -s prints the soak's figures.
 soak: $(STAMP)
 	$(BIN)/python -m pytest -q -s -m soak tests/integration/test_soak.py
+
+# Ray Data (nimrank-ray and Ray itself) goes into .venv only for this target.
+RAY_STAMP := $(VENV)/.ray-installed
+$(RAY_STAMP): $(STAMP) integrations/nimrank-ray/pyproject.toml
+	$(BIN)/python -m pip install --quiet -e integrations/nimrank-ray
+	touch $(RAY_STAMP)
+
+ray: $(RAY_STAMP)
+	$(BIN)/python -m pytest -q -m ray tests/ray
 
 interop: $(PEERS_STAMP)
 	$(PEERS)/bin/python -m pytest -q -m interop tests/interop
