@@ -40,7 +40,7 @@ $(RAY_STAMP): $(STAMP) integrations/nimrank-ray/pyproject.toml
 	touch $(RAY_STAMP)
 
 ray: $(RAY_STAMP)
-	$(BIN)/python -m pytest -q -m ray tests/ray
+	$(BIN)/python -m pytest -q -m ray tests/ray_data
 
 interop: $(PEERS_STAMP)
 	$(PEERS)/bin/python -m pytest -q -m interop tests/interop

@@ -10,7 +10,9 @@ the embedded lexical server (offline, no key):
 
 from __future__ import annotations
 
-from nimrank import RankingClient
+from typing import Any
+
+from nimrank import RankingClient, RankingOptions
 from nimrank.server import RankingServer
 
 QUERY = "What is the memory bandwidth of the H100 SXM GPU?"
@@ -50,7 +52,7 @@ def main() -> None:
         f"character {LONG_ANSWER.index('The H100 SXM')}. Window: {WINDOW} characters.\n"
     )
     with RankingServer() as server:
-        settings = {
+        settings: dict[str, dict[str, Any]] = {
             "truncation (max_passage_chars only)": {"max_passage_chars": WINDOW},
             "chunking (max_passage_chars + chunking=True)": {
                 "max_passage_chars": WINDOW,
@@ -59,7 +61,7 @@ def main() -> None:
             },
         }
         for name, options in settings.items():
-            with RankingClient(base_url=server.url, **options) as client:
+            with RankingClient(RankingOptions(base_url=server.url, **options)) as client:
                 position, score = rank_of_long_passage(client)
             print(
                 f"{name:<46} long passage ranks {position} of {len(PASSAGES)} (score {score:+.3f})"

@@ -300,6 +300,7 @@ async def run_client(
         async def rank(query: str, passages: list[str]) -> list[float]:
             scores = [0.0] * len(passages)
             for passage in await client.rank(query, passages):
+                assert passage.score is not None
                 scores[passage.index] = passage.score
             return scores
 
@@ -385,9 +386,9 @@ def failover(fleet: list[Child], seed: int) -> dict[str, Result]:
 def ray_runs(fleet: list[Child], seed: int) -> list[tuple[str, float, int, int, list[int]]]:
     """Ray Data, 1 actor on 1 replica and 2 actors on 2: server-side pairs/second."""
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # before Ray is imported
+    import ray
     import ray.data
 
-    import ray
     from nimrank_ray import rerank_dataset
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)

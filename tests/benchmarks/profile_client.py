@@ -66,7 +66,9 @@ class _ProfiledSync(RankingClient):
                 self.profiles.append(profile)
                 profile.enable()
 
-            self._workers = ThreadPoolExecutor(max_workers=self.max_concurrency, initializer=start)
+            self._workers = ThreadPoolExecutor(
+                max_workers=self.options.max_concurrency, initializer=start
+            )
         return self._workers
 
 

@@ -18,6 +18,7 @@ import signal
 import threading
 from collections.abc import Callable, Sequence
 from types import FrameType
+from typing import Any
 
 import pytest
 
@@ -370,7 +371,7 @@ async def test_batches_reuse_a_few_kept_alive_connections(
 
 
 async def test_sync_client_works_inside_a_running_event_loop(
-    server: RankingServer | FaultServer, wire_protocol: str
+    server: RankingServer | FaultServer, wire_protocol: Any
 ) -> None:
     asyncio.get_running_loop()  # raises unless a loop is running here
     passages = corpus(20)

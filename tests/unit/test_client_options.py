@@ -190,7 +190,7 @@ def test_cohere_protocol_needs_a_base_url(client_class: type[AnyClient]) -> None
 @pytest.mark.parametrize("client_class", CLIENTS)
 def test_options_are_keyword_only(client_class: type[AnyClient]) -> None:
     with pytest.raises(TypeError):
-        client_class(DEFAULT_MODEL)  # type: ignore[call-arg]
+        client_class(DEFAULT_MODEL)  # type: ignore[arg-type]
 
 
 # -- construction: accepted values ---------------------------------------------
@@ -440,7 +440,8 @@ def test_a_key_read_with_its_line_end_is_refused_without_showing_it(
 ) -> None:
     # httpx would refuse the header at send time with an error (retried, and
     # logged at each retry) that quotes "Bearer <key>" in full.
-    for options in ({"api_key": FAKE_KEY + ending}, {}):
+    cases: list[dict[str, Any]] = [{"api_key": FAKE_KEY + ending}, {}]
+    for options in cases:
         monkeypatch.setenv("NVIDIA_API_KEY", FAKE_KEY + ending)
         with pytest.raises(ValueError, match="API key has leading or trailing") as caught:
             client_class(base_url=LOCAL, **options)

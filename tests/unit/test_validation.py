@@ -154,7 +154,7 @@ NOWHERE = "http://127.0.0.1:9/v1"
     ],
 )
 def test_the_client_refuses_before_any_request(
-    protocol: str, passages: list[Any], message: str
+    protocol: Any, passages: list[Any], message: str
 ) -> None:
     with RankingClient(base_url=NOWHERE, protocol=protocol, max_retries=0) as client:
         with pytest.raises(ValueError, match=message):
