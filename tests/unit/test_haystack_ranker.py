@@ -55,7 +55,7 @@ FAKE_KEY = "nvapi-fake-key-for-tests-only"
 @dataclass
 class RankCall:
     query: str
-    passages: list[str]
+    passages: list[str | Passage]
     top_n: int | None
     score_threshold: Any
 
