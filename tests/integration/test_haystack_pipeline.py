@@ -14,6 +14,7 @@ import os
 os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "False")
 
 import asyncio
+import base64
 import math
 import runpy
 from pathlib import Path
@@ -23,12 +24,13 @@ import pytest
 from haystack import Document, Pipeline
 from haystack.components.retrievers.in_memory import InMemoryBM25Retriever
 from haystack.core.errors import PipelineRuntimeError
+from haystack.dataclasses import ByteStream
 from haystack.document_stores.in_memory import InMemoryDocumentStore
 
 from haystack_integrations.components.rankers.nimrank import NIMRanker
 from leaks import no_unclosed_connections
 from nimrank import BadRequestError, ServerError
-from nimrank.server import RankingServer, score
+from nimrank.server import DEFAULT_MODEL_ID, RankingServer, score
 
 QUERY = "GPU memory bandwidth"
 
@@ -240,7 +242,8 @@ def test_prefixes_meta_fields_and_truncate_reach_the_server(ranking_server: Rank
 
     (request,) = ranking_requests(ranking_server)
     assert request.body == {
-        "model": ranker.model,
+        # model=None: the one the server lists, as NvidiaRanker does.
+        "model": DEFAULT_MODEL_ID,
         "query": {"text": "question: capital of Germany"},
         "passages": [
             {"text": "passage: Germany | 1990 | Berlin is the capital."},
@@ -391,3 +394,47 @@ def test_the_example_runs_offline_and_ranks_h100_first(capsys: pytest.CaptureFix
     assert after.splitlines()[1].lstrip().startswith("1. [score")
     assert "H100 SXM memory bandwidth" in after.splitlines()[1]
     assert "same top 3: yes" in output
+
+
+def test_available_models_lists_what_the_service_serves(ranking_server: RankingServer) -> None:
+    ranker = NIMRanker(api_url=ranking_server.url)
+    assert ranker.available_models() == [DEFAULT_MODEL_ID]
+    ranker.close()
+
+
+def test_nvidia_api_url_alone_names_the_service_even_with_a_key_set(
+    ranking_server: RankingServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NVIDIA_API_KEY", "nvapi-fake-key-for-tests-only")
+    for name in ("NVIDIA_BASE_URL", "NVIDIA_API_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NVIDIA_API_URL", ranking_server.url)
+    ranker = NIMRanker(model="m")
+    ranker.run("capital of Germany", [Document(content="Berlin is the capital.")])
+    ranker.close()
+    assert len(ranking_requests(ranking_server)) == 1
+
+
+VLM = "nvidia/llama-nemotron-rerank-vl-1b-v2"
+
+
+def test_image_documents_are_ranked_by_a_vlm_through_a_pipeline() -> None:
+    image = "data:image/png;base64," + base64.b64encode(b"a picture of berlin").decode()
+    documents = [
+        Document(content="Paris is the capital of France."),
+        Document(meta={"image": image}),
+        Document(
+            content="Berlin is the capital of Germany.",
+            blob=ByteStream(b"a map", mime_type="image/png"),
+        ),
+    ]
+    with RankingServer(model=VLM) as server:
+        ranker = NIMRanker(model=VLM, api_url=server.url, top_k=3)
+        ranked = ranker.run("capital of Germany", documents)["documents"]
+        ranker.close()
+        (request,) = ranking_requests(server)
+    passages = request.body["passages"]
+    assert passages[1] == {"image": image}  # an image-only passage sends no text
+    assert passages[2]["text"] == "Berlin is the capital of Germany."
+    assert passages[2]["image"].startswith("data:image/png;base64,")
+    assert all(document.score is not None for document in ranked)

@@ -14,6 +14,8 @@ import os
 os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "False")
 
 import asyncio
+import base64
+import dataclasses
 import enum
 import importlib
 import inspect
@@ -25,18 +27,24 @@ from typing import Any, ClassVar
 
 import pytest
 from haystack import Document
+from haystack.dataclasses import ByteStream
 from haystack.utils import Secret
 
 from haystack_integrations.components.rankers.nimrank import NIMRanker
 from nimrank import (
-    DEFAULT_MODEL,
+    DEFAULT_OPTIONS,
     UNSET,
     MissingAPIKeyError,
+    Passage,
     RankedPassage,
+    RankingClient,
+    RankingOptions,
+    RetryPolicy,
     ServerError,
 )
 
 ranker_module = importlib.import_module("haystack_integrations.components.rankers.nimrank.ranker")
+client_pair = importlib.import_module("nimrank.client_pair")
 
 FAKE_KEY = "nvapi-fake-key-for-tests-only"
 
@@ -47,7 +55,7 @@ FAKE_KEY = "nvapi-fake-key-for-tests-only"
 @dataclass
 class RankCall:
     query: str
-    passages: list[str]
+    passages: list[str | Passage]
     top_n: int | None
     score_threshold: Any
 
@@ -64,8 +72,8 @@ class FakeClient:
     instances: ClassVar[list[FakeClient]] = []
     fail_with: ClassVar[Exception | None] = None
 
-    def __init__(self, **options: Any) -> None:
-        self.options = options
+    def __init__(self, options: RankingOptions) -> None:
+        self.options = {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}
         self.calls: list[RankCall] = []
         self.closed = False
         type(self).instances.append(self)
@@ -78,7 +86,7 @@ class FakeClient:
             raise FakeClient.fail_with
         ranked = [
             RankedPassage(i, fake_score(query, text) if text.strip() else None, text)
-            for i, text in enumerate(passages)
+            for i, text in enumerate(p if isinstance(p, str) else p.text or "" for p in passages)
         ]
         ranked.sort(key=lambda p: math.inf if p.score is None else -p.score)  # stable
         threshold = self.options["score_threshold"] if score_threshold is UNSET else score_threshold
@@ -119,6 +127,9 @@ class FakeAsyncClient(FakeClient):
     async def aclose(self) -> None:
         self.closed = True
 
+    def discard(self) -> None:
+        self.closed = True
+
 
 @pytest.fixture
 def fakes(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
@@ -126,8 +137,8 @@ def fakes(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     FakeClient.instances = []
     FakeAsyncClient.instances = []
     FakeClient.fail_with = None
-    monkeypatch.setattr(ranker_module, "RankingClient", FakeClient)
-    monkeypatch.setattr(ranker_module, "AsyncRankingClient", FakeAsyncClient)
+    monkeypatch.setattr(client_pair, "RankingClient", FakeClient)
+    monkeypatch.setattr(client_pair, "AsyncRankingClient", FakeAsyncClient)
     yield
     FakeClient.fail_with = None
 
@@ -179,7 +190,8 @@ def test_constructor_starts_with_nvidia_rankers_parameters_in_its_order() -> Non
 
 def test_defaults_follow_nvidia_ranker() -> None:
     ranker = NIMRanker()
-    assert ranker.model == DEFAULT_MODEL
+    # As NvidiaRanker: None, the service's model (or the hosted default) decided by the client.
+    assert ranker.model is None
     assert ranker.top_k == 5
     assert ranker.truncate is None
     assert ranker.api_url is None
@@ -280,6 +292,8 @@ def every_parameter_changed() -> NIMRanker:
         chunking=True,
         chunk_overlap_chars=40,
         max_chunks_per_doc=3,
+        retry_policy=RetryPolicy(max_retries=5, initial_delay=0),
+        extra_headers={"X-Gateway": Secret.from_env_var("MY_RERANK_KEY"), "X-Team": "search"},
     )
 
 
@@ -291,7 +305,8 @@ def test_to_dict_from_dict_round_trips_every_parameter() -> None:
     assert set(data["init_parameters"]) == init_parameters
     default = NIMRanker().to_dict()["init_parameters"]
     changed = {k for k, v in data["init_parameters"].items() if default[k] != v}
-    assert changed == init_parameters - {"protocol"}  # "nim" is the only protocol without a URL
+    # "nim" is the only protocol without a URL; the response cap is left as it is.
+    assert changed == init_parameters - {"protocol", "max_response_bytes"}
 
     restored = NIMRanker.from_dict(data)
     assert restored.to_dict() == data
@@ -369,6 +384,9 @@ def test_options_reach_the_client(
         "max_chunks_per_doc": 3,
         "score_transform": "sigmoid",
         "score_threshold": 0.0,
+        "retry_policy": RetryPolicy(max_retries=5, initial_delay=0),
+        "extra_headers": {"X-Gateway": FAKE_KEY, "X-Team": "search"},
+        "max_response_bytes": DEFAULT_OPTIONS.max_response_bytes,
     }
 
 
@@ -393,7 +411,11 @@ def test_url_and_timeout_fall_back_to_nvidia_environment_variables(
     monkeypatch.setenv("NVIDIA_TIMEOUT", "7")
     ranker = NIMRanker()
     ranker.warm_up()
-    assert FakeClient.instances[0].options["base_url"] == "http://127.0.0.1:9/v1"
+    # The client reads NVIDIA_API_URL (the core's one rule for every adapter).
+    assert FakeClient.instances[0].options["base_url"] is None
+    assert RankingClient(ranker._clients.options).endpoints.ranking_url == (
+        "http://127.0.0.1:9/v1/ranking"
+    )
     assert FakeClient.instances[0].options["timeout"] == 7.0
     assert ranker.to_dict()["init_parameters"]["api_url"] is None  # stays an env lookup
 
@@ -404,7 +426,7 @@ def test_timeout_defaults_to_sixty_seconds(fakes: None, clean_env: None) -> None
 
 
 HOSTED_DEFAULT_MODEL_URL = (
-    "https://ai.api.nvidia.com/v1/retrieval/nvidia/llama-3_2-nv-rerankqa-1b-v2/reranking"
+    "https://ai.api.nvidia.com/v1/retrieval/nvidia/llama-nemotron-rerank-1b-v2/reranking"
 )
 
 
@@ -424,10 +446,8 @@ def test_nvidia_rankers_catalog_url_ranks_at_the_hosted_per_model_url(
         monkeypatch.setenv("NVIDIA_API_URL", env_url)
     ranker = NIMRanker(api_url=api_url, api_key=Secret.from_token(FAKE_KEY))
     ranker.warm_up()
-    assert ranker._client is not None
-    assert ranker._async_client is not None
-    assert ranker._client.endpoints.ranking_url == HOSTED_DEFAULT_MODEL_URL
-    assert ranker._async_client.endpoints.ranking_url == HOSTED_DEFAULT_MODEL_URL
+    assert ranker._clients.sync.endpoints.ranking_url == HOSTED_DEFAULT_MODEL_URL
+    assert ranker._clients.async_.endpoints.ranking_url == HOSTED_DEFAULT_MODEL_URL
     ranker.close()
 
 
@@ -443,10 +463,33 @@ def test_hosted_catalog_without_a_key_fails_at_warm_up(clean_env: None) -> None:
         ranker.warm_up()
 
 
-def test_invalid_client_option_fails_at_warm_up() -> None:
-    ranker = local_ranker(max_batch_size=0)
+def test_invalid_client_option_fails_at_construction() -> None:
     with pytest.raises(ValueError, match="max_batch_size"):
-        ranker.warm_up()
+        local_ranker(max_batch_size=0)
+
+
+def test_an_assigned_option_is_checked_at_once_and_a_bad_one_changes_nothing(
+    fakes: None,
+) -> None:
+    ranker = local_ranker()
+    ranker.run("berlin", [Document(content="berlin")])
+    ranker.max_batch_size = 4
+    assert FakeClient.instances[0].closed  # the old client, rebuilt on next use
+    with pytest.raises(ValueError, match="max_batch_size"):
+        ranker.max_batch_size = 0
+    assert ranker.max_batch_size == 4
+    assert ranker.to_dict()["init_parameters"]["max_batch_size"] == 4
+    ranker.run("berlin", [Document(content="berlin")])
+    assert FakeClient.instances[-1].options["max_batch_size"] == 4
+
+
+def test_an_assigned_adapter_parameter_is_checked_too() -> None:
+    ranker = local_ranker()
+    with pytest.raises(ValueError, match="top_k"):
+        ranker.top_k = 0
+    with pytest.raises(TypeError, match="meta_fields_to_embed"):
+        ranker.meta_fields_to_embed = [3]  # type: ignore[list-item]
+    assert (ranker.top_k, ranker.meta_fields_to_embed) == (5, [])
 
 
 def test_close_closes_the_sync_client_and_a_later_run_reopens(fakes: None) -> None:
@@ -454,8 +497,9 @@ def test_close_closes_the_sync_client_and_a_later_run_reopens(fakes: None) -> No
     ranker.run("berlin", [Document(content="berlin")])
     ranker.close()
     assert FakeClient.instances[0].closed
+    # The real client reopens its pool on use; the component keeps it.
     ranker.run("berlin", [Document(content="berlin")])
-    assert len(FakeClient.instances) == 2
+    assert len(sync_calls()) == 2
 
 
 async def test_close_async_closes_both_clients_and_a_later_run_async_reuses_the_async_one(
@@ -591,7 +635,9 @@ def test_empty_documents_give_empty_output_without_a_client(fakes: None) -> None
 
 def test_top_k_and_threshold_default_to_the_init_values(fakes: None) -> None:
     local_ranker(top_k=2, score_threshold=1.5).run("berlin", [Document(content="x")])
-    assert (sync_calls()[0].top_n, sync_calls()[0].score_threshold) == (2, 1.5)
+    # The threshold is the client's own option, used when the call names none.
+    assert (sync_calls()[0].top_n, sync_calls()[0].score_threshold) == (2, UNSET)
+    assert FakeClient.instances[0].options["score_threshold"] == 1.5
 
 
 def test_runtime_values_override_init_values_even_when_falsy(fakes: None) -> None:
@@ -693,3 +739,29 @@ def test_one_async_client_serves_every_event_loop(fakes: None) -> None:
     asyncio.run(twice())
     assert len(FakeAsyncClient.instances) == 1
     assert len(async_calls()) == 4
+
+
+# -- images -------------------------------------------------------------------------
+
+PNG = base64.b64encode(b"\x89PNG fake image bytes").decode()
+
+
+def test_an_image_blob_is_sent_as_a_data_url_with_the_text(fakes: None) -> None:
+    document = Document(
+        content="a chart", blob=ByteStream(b"\x89PNG fake image bytes", mime_type="image/png")
+    )
+    local_ranker().run("chart", [document])
+    (passage,) = sync_calls()[0].passages
+    assert passage == Passage(text="a chart", image=f"data:image/png;base64,{PNG}")
+
+
+def test_an_image_only_document_is_sent_without_text(fakes: None) -> None:
+    image = f"data:image/png;base64,{PNG}"
+    local_ranker().run("chart", [Document(meta={"image": image})])
+    assert sync_calls()[0].passages == [Passage(image=image)]
+
+
+def test_a_blob_that_is_not_an_image_is_not_sent_as_one(fakes: None) -> None:
+    document = Document(content="notes", blob=ByteStream(b"%PDF", mime_type="application/pdf"))
+    local_ranker().run("notes", [document])
+    assert sync_calls()[0].passages == ["notes"]
