@@ -312,8 +312,8 @@ def _compressed(encoding: str, size: int) -> bytes:
         stream: Any = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
     else:
         stream = zlib.compressobj(9)
-    out = b"".join(stream.compress(block) for _ in range(size // len(block)))
-    return out + stream.flush()
+    frames = [stream.compress(block) for _ in range(size // len(block))]
+    return bytes(b"".join(frames) + stream.flush())
 
 
 def nested_json(depth: int = 100_000) -> bytes:
