@@ -27,7 +27,15 @@ from urllib.parse import unquote, urlsplit
 
 from .endpoints import display_url
 
-__all__ = ["LOGGERS", "MASK", "SecretFilter", "Secrets", "display_url", "protect_logs"]
+__all__ = [
+    "LOGGERS",
+    "MASK",
+    "SecretFilter",
+    "Secrets",
+    "display_url",
+    "protect_logs",
+    "url_secrets",
+]
 
 MASK: Final = "***"
 #: Shorter values are not masked: they would garble every message (``X-Debug: 1``)

@@ -395,7 +395,7 @@ def test_a_directory_is_not_an_input_file(server: RankingServer, tmp_path: Path)
     ("content", "needles"),
     [
         pytest.param('{"text": "ok"}\n{"text": oops\n', ("line 2", "not valid JSON"), id="bad"),
-        pytest.param('{"text": "ok"}\n\n[1, 2]\n', ("line 3", "got list"), id="array"),
+        pytest.param('{"text": "ok"}\n\n[1, 2]\n', ("line 3", "got an array"), id="array"),
         pytest.param('{"title": "no text"}\n', ("line 1", "no 'text'", "--text-key"), id="no text"),
         pytest.param('{"text": 42}\n', ("line 1", "'text' must be a string"), id="number"),
     ],
@@ -452,7 +452,7 @@ def test_an_option_the_client_refuses_is_a_usage_error(
         "--max-batch-size",
         "513",
     )
-    assert_clean_failure(result, 2, "max_batch_size")
+    assert_clean_failure(result, 2, "--max-batch-size")
 
 
 # --------------------------------------------------------------------------- rank: service errors
