@@ -141,22 +141,24 @@ def display_url(url: str) -> str:
 
     A gateway may take its key in the query string (``?api-key=...``, or a bare
     ``?KEY``) or in the userinfo (``http://user:KEY@host``); the request keeps
-    it, what people read does not. A URL that cannot be parsed is not shown.
+    it, what people read does not. Read by hand, not by ``urlsplit``: a URL
+    that does not parse (a ``/`` in an unencoded password) is masked too.
     """
-    try:
-        parts = urlsplit(url)
-        userinfo, at, host = parts.netloc.rpartition("@")
-    except ValueError:
-        return "(an invalid URL)"
-    if at:
-        user, colon, _ = userinfo.partition(":")
-        host = f"{user}:***@{host}" if colon else f"***@{host}"
-    query = "&".join(
+    head, _, query = url.partition("#")[0].partition("?")
+    scheme, sep, rest = head.partition("://")
+    at = rest.rfind("@")
+    if sep and at >= 0:
+        user, colon, _ = rest[:at].partition(":")
+        shown = f"{user}:***" if colon and "/" not in user else "***"
+        head = f"{scheme}://{shown}@{rest[at + 1 :]}"
+    if not query:
+        return head
+    masked = "&".join(
         f"{name}=***" if equals else "***"
-        for name, equals, _ in (pair.partition("=") for pair in parts.query.split("&"))
+        for name, equals, _ in (pair.partition("=") for pair in query.split("&"))
         if name or equals
     )
-    return urlunsplit((parts.scheme, host, parts.path, query, ""))
+    return f"{head}?{masked}"
 
 
 def _checked_url(base_url: str) -> SplitResult:
@@ -172,9 +174,10 @@ def _checked_url(base_url: str) -> SplitResult:
         _ = parts.port  # raises for '80:80', 'abc', 99999
         httpx.URL(base_url.strip())
     except (ValueError, httpx.InvalidURL):
+        # Not shown: where a URL does not parse, nobody can tell its secrets apart.
         raise ValueError(
-            f"base_url must be {example}, got {display_url(base_url)!r}, which is not a "
-            "valid URL (check the host and the port)"
+            f"base_url must be {example}; the one given is not a valid URL "
+            "(check the host, the port, and that a password in it is percent-encoded)"
         ) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"base_url must be {example}, got {display_url(base_url)!r}")
@@ -192,7 +195,10 @@ def _checked_url(base_url: str) -> SplitResult:
 
 def is_full_endpoint(url: str, full_url_markers: tuple[str, ...]) -> bool:
     """Whether ``url``'s path marks it as a complete endpoint of a protocol."""
-    path = urlsplit(url.strip()).path.rstrip("/")
+    try:
+        path = urlsplit(url.strip()).path.rstrip("/")
+    except ValueError:  # resolve_endpoints says what is wrong with it
+        return False
     return any(_matches(path, marker) for marker in full_url_markers)
 
 

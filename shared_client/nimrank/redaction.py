@@ -165,7 +165,14 @@ def protect_logs(secrets: Secrets) -> None:
     lifetime (the filter keeps only a weak reference). Idempotent.
     """
     _FILTER.add(secrets)
-    for name in LOGGERS:
+    # A filter on a logger does not see its children's records: every child
+    # that exists now is filtered too (nimrank.server, httpcore.http11 ...).
+    existing = [
+        name
+        for name in list(logging.root.manager.loggerDict)
+        if name.split(".")[0] in ("nimrank", "httpx", "httpcore")
+    ]
+    for name in {*LOGGERS, *existing}:
         logger = logging.getLogger(name)
         if _FILTER not in logger.filters:
             logger.addFilter(_FILTER)

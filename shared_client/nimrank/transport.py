@@ -36,11 +36,22 @@ import anyio
 import httpcore
 import httpx
 
-__all__ = ["DEFAULT_MAX_RESPONSE_BYTES", "Reply", "ResponseTooLarge", "asend", "send"]
+__all__ = [
+    "DEFAULT_MAX_RESPONSE_BYTES",
+    "LONGEST_TIMEOUT",
+    "Reply",
+    "ResponseTooLarge",
+    "asend",
+    "send",
+]
 
 #: The default bound on one decoded response body: a batch of 512 scores is
 #: about 20 KB, NVIDIA's hosted model list about 200 KB.
 DEFAULT_MAX_RESPONSE_BYTES: Final = 4 * 1024 * 1024
+
+#: Longer timeouts are taken as this long (about 11 days): the socket layer
+#: overflows on 1e10 s or infinity, and no answer is worth waiting longer.
+LONGEST_TIMEOUT: Final = 1e6
 
 _ACCEPT_ENCODING: Final = "gzip, deflate"
 # wbits 32 + 15: zlib detects a gzip or a zlib header by itself.
@@ -88,6 +99,7 @@ def send(
         httpx.TransportError: as httpx raises it (connection refused, dropped ...).
     """
     _bound_reads(http)
+    timeout = min(timeout, LONGEST_TIMEOUT)
     token = _deadline.set(time.monotonic() + timeout)
     try:
         request = _request(http, method, url, content, timeout)
@@ -115,6 +127,7 @@ async def asend(
     max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
 ) -> Reply:
     """The async ``send``: the same bounds, one cancel scope around the attempt."""
+    timeout = min(timeout, LONGEST_TIMEOUT)
     request = _request(http, method, url, content, timeout)
     try:
         with anyio.fail_after(timeout):

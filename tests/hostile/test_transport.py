@@ -198,3 +198,9 @@ def _now() -> float:
     import time
 
     return time.monotonic()
+
+
+@pytest.mark.parametrize("timeout", [float("inf"), 1e10, 1e300])
+def test_an_absurd_timeout_is_taken_as_the_longest_not_an_overflow(timeout: float) -> None:
+    with HostileServer(respond(200, ok_body(1))) as server:
+        assert sync_send(server.url, timeout=timeout).status == 200
