@@ -210,9 +210,9 @@ def _flag_spelling(message: str) -> str:
     """A client message as the command line's user reads it: ``--max-batch-size``."""
     for name in _FLAG_NAMES:
         # One-word names are also plain words ("the model list"): only as a subject.
-        after = "" if "_" in name else r"(?= must|=)"
+        after = "" if "_" in name else r"(?= must| needs|=)"
         flag = "--" + name.replace("_", "-")
-        message = re.sub(rf"(?<![\w-]){name}(?![\w-]){after}", flag, message)
+        message = re.sub(rf"(?<![\w-]){name}(?![\w-]){after}(=True)?", flag, message)
     return message
 
 
