@@ -75,7 +75,11 @@ class ResponseTooLarge(httpx.RequestError):
 
 @dataclass(frozen=True)
 class Reply:
-    """One HTTP answer, read whole: status, headers and the decoded body."""
+    """One HTTP answer, read whole: status, headers and the decoded body.
+
+    ``headers`` are the server's, less ``Content-Encoding`` and ``Content-Length``,
+    which described the raw body, not ``content``.
+    """
 
     status: int
     headers: httpx.Headers
@@ -207,8 +211,10 @@ class _Body:
     def reply(self) -> Reply:
         if self._zlib is not None:
             self._add(self._zlib.flush())
-        response = self._response
-        return Reply(response.status_code, response.headers, bytes(self._decoded))
+        headers = self._response.headers.copy()
+        for name in ("Content-Encoding", "Content-Length"):
+            headers.pop(name, None)
+        return Reply(self._response.status_code, headers, bytes(self._decoded))
 
 
 # -- the sync deadline: every network call of the attempt gets the time left -----------

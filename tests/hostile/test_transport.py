@@ -204,3 +204,12 @@ def _now() -> float:
 def test_an_absurd_timeout_is_taken_as_the_longest_not_an_overflow(timeout: float) -> None:
     with HostileServer(respond(200, ok_body(1))) as server:
         assert sync_send(server.url, timeout=timeout).status == 200
+
+
+def test_the_reply_headers_do_not_describe_the_raw_body() -> None:
+    # content is decoded: a Content-Encoding left in would have it decoded twice.
+    with HostileServer(respond(200, gzip_of(ok_body(2)), {"Content-Encoding": "gzip"})) as server:
+        reply = sync_send(server.url)
+    assert "Content-Encoding" not in reply.headers
+    assert "Content-Length" not in reply.headers
+    assert reply.headers["Content-Type"] == "application/json"
