@@ -9,24 +9,30 @@ handler returning the exit code::
     nimrank models --base-url http://127.0.0.1:8000/v1
 
 ``rank`` writes one JSON object per line to stdout, best first:
-``{"index": 3, "score": 5.1, "text": "..."}``. Errors go to stderr as one
-line, without a traceback, and the exit code says what kind they were
-(:data:`EXIT_CODES`).
+``{"index": 3, "score": 5.1, "text": "..."}``. Input and output are UTF-8 bytes
+whatever the locale or ``PYTHONIOENCODING`` says. Errors go to stderr as one
+line, never with a traceback and never with a key (every secret the
+environment and ``--base-url`` hold is masked), and the exit code says what
+kind they were (:data:`EXIT_CODES`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
+import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final
 
 from nimrank import DEFAULT_MODEL, RankingClient, errors
-from nimrank.passage_files import InputError, read_passages
+from nimrank.keys import HOSTED_KEY_VARIABLES, NIM_KEY_VARIABLES
+from nimrank.passage_files import FORMATS, InputError, read_passages
 from nimrank.progress import progress_bar
+from nimrank.redaction import Secrets, url_secrets
 from nimrank.server import DEFAULT_MODEL_ID, serve
 from nimrank.validation import check_query
 
@@ -57,7 +63,10 @@ _port = _number(int, 0, 65535)
 _non_negative = _number(float, 0)
 _positive_int = _number(int, 1)
 _non_negative_int = _number(int, 0)
-_positive_float = _number(float, 0, open_low=True)
+_any_float = _number(float, -math.inf)
+# A day: longer is no timeout at all, and 1e10 s overflows the socket layer.
+_LONGEST_TIMEOUT: Final = 86400.0
+_timeout = _number(float, 0, _LONGEST_TIMEOUT, open_low=True)
 
 
 def _run_serve(args: argparse.Namespace) -> int:
@@ -73,8 +82,9 @@ def _run_serve(args: argparse.Namespace) -> int:
             log_requests=args.log_requests,
         )
     except OSError as exc:
-        print(f"nimrank serve: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
-        return 1
+        # A port in use or an address not ours: the arguments, not a bug.
+        reason = exc.strerror or str(exc)
+        return _fail("serve", f"cannot listen on {args.host}:{args.port}: {reason}", EXIT_USAGE)
     return 0
 
 
@@ -143,6 +153,7 @@ EXIT_RATE_LIMIT: Final = 4
 EXIT_UNAVAILABLE: Final = 5
 EXIT_BAD_RESPONSE: Final = 6
 EXIT_REFUSED: Final = 7
+EXIT_OUTPUT: Final = 8
 EXIT_INTERRUPTED: Final = 130
 
 EXIT_CODES: Final = {
@@ -154,11 +165,25 @@ EXIT_CODES: Final = {
     EXIT_UNAVAILABLE: "server unavailable: 5xx, connection refused or dropped, or timeout",
     EXIT_BAD_RESPONSE: "the server's answer could not be used (not the protocol's shape)",
     EXIT_REFUSED: "the server refused the request (400, 404, 413, 422: wrong model, too long)",
+    EXIT_OUTPUT: "the output could not be written (disk full, a closed stream)",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
 }
 """What each exit code of ``nimrank rank`` and ``nimrank models`` means."""
 
-_FORMATS: Final = ("auto", "jsonl", "txt")
+#: Client options the command line passes through when given (flag --a-b -> a_b).
+_PASSED_OPTIONS: Final = (
+    "truncate",
+    "max_batch_size",
+    "max_concurrency",
+    "score_threshold",
+    "score_transform",
+    "max_passage_chars",
+    "chunking",
+    "chunk_overlap_chars",
+    "max_chunks_per_doc",
+)
+#: Every option name a client message may mention, spelt as its flag in ours.
+_FLAG_NAMES: Final = (*_PASSED_OPTIONS, "model", "base_url", "protocol", "timeout", "max_retries")
 
 
 def _json_score(score: float | None) -> float | None:
@@ -174,11 +199,39 @@ def _client_options(args: argparse.Namespace) -> dict[str, Any]:
         "timeout": args.timeout,
         "max_retries": args.max_retries,
     }
-    for name in ("truncate", "max_batch_size", "max_concurrency"):
+    for name in _PASSED_OPTIONS:
         value = getattr(args, name, None)
-        if value is not None:
+        if value is not None and value is not False:
             options[name] = value
     return options
+
+
+def _flag_spelling(message: str) -> str:
+    """A client message as the command line's user reads it: ``--max-batch-size``."""
+    for name in _FLAG_NAMES:
+        # One-word names are also plain words ("the model list"): only as a subject.
+        after = "" if "_" in name else r"(?= must| needs|=)"
+        flag = "--" + name.replace("_", "-")
+        message = re.sub(rf"(?<![\w-]){name}(?![\w-]){after}(=True)?", flag, message)
+    return message
+
+
+def _environment_secrets() -> Secrets:
+    """What a message of this process could leak: the keys in the environment, the URL's secrets."""
+    names = [*NIM_KEY_VARIABLES, *(n for group in HOSTED_KEY_VARIABLES.values() for n in group)]
+    keys = [os.environ.get(name, "") for name in names]
+    return Secrets([*keys, *url_secrets(os.environ.get("NIMRANK_BASE_URL", ""))])
+
+
+def _write(stream: Any, text: str) -> None:
+    """``text`` as UTF-8 bytes on ``stream`` (its binary buffer when it has one)."""
+    buffer = getattr(stream, "buffer", None)
+    if buffer is None:  # a StringIO in tests, or an embedding program's own stream
+        stream.write(text)
+        return
+    stream.flush()  # keep order with what went through the text layer
+    buffer.write(text.encode("utf-8", "backslashreplace"))
+    buffer.flush()
 
 
 _HINTS: Final = {
@@ -188,11 +241,23 @@ _HINTS: Final = {
 }
 
 
+#: Set by main() once the arguments are read: the --base-url given on the command line.
+_SECRETS: list[Secrets] = []
+
+
 def _fail(command: str, message: str, code: int, hint: str | None = None) -> int:
-    print(f"nimrank {command}: {message}", file=sys.stderr)
-    if hint:
-        print(f"hint: {hint}", file=sys.stderr)
+    for secrets in [_environment_secrets(), *_SECRETS]:
+        message = secrets.mask(message)
+    prefix = f"nimrank {command}" if command else "nimrank"
+    text = f"{prefix}: {message}\n" + (f"hint: {hint}\n" if hint else "")
+    # No stderr to complain on: the exit code still says it.
+    with contextlib.suppress(OSError, ValueError):
+        _write(sys.stderr, text)
     return code
+
+
+class _OutputError(Exception):
+    """Writing the results failed (not a broken pipe: a full disk, a closed stream)."""
 
 
 def _exit_code_for(exc: errors.RankingError) -> int:
@@ -217,6 +282,9 @@ def _run_client_command(command: str, work: Callable[[], int]) -> int:
         return work()
     except InputError as exc:
         return _fail(command, str(exc), EXIT_USAGE)
+    except _OutputError as exc:
+        _silence_stdout()
+        return _fail(command, f"cannot write the output: {exc}", EXIT_OUTPUT)
     except errors.RankingError as exc:
         # Before ValueError: MissingAPIKeyError is both.
         code = _exit_code_for(exc)
@@ -226,7 +294,10 @@ def _run_client_command(command: str, work: Callable[[], int]) -> int:
         return _fail(command, str(exc), code, hint)
     except (ValueError, TypeError) as exc:
         # The client's argument checks (an empty query, a bad option value).
-        return _fail(command, str(exc), EXIT_USAGE)
+        return _fail(command, _flag_spelling(str(exc)), EXIT_USAGE)
+    except RecursionError:
+        # Until the client reads JSON with a depth bound: JSON nested thousands deep.
+        return _fail(command, "the server's answer is nested too deeply to read", EXIT_BAD_RESPONSE)
 
 
 def _run_rank(args: argparse.Namespace) -> int:
@@ -235,21 +306,30 @@ def _run_rank(args: argparse.Namespace) -> int:
         passages = read_passages(args.input, args.format, text_key=args.text_key)
         # Off when stderr is a file or a pipe: CI logs stay clean.
         show_progress = sys.stderr.isatty() and len(passages) > 0
-        with (
-            RankingClient(**_client_options(args)) as client,
-            progress_bar(len(passages), show_progress) as bar,
-        ):
-            ranking = client.rank(
-                args.query,
-                passages,
-                top_n=args.top_n,
-                progress=bar.update if bar is not None else None,
+        client = RankingClient(**_client_options(args))
+        try:
+            with progress_bar(len(passages), show_progress) as bar:
+                ranking = client.rank(
+                    args.query,
+                    passages,
+                    top_n=args.top_n,
+                    progress=bar.update if bar is not None else None,
+                )
+        except KeyboardInterrupt:
+            # Not closed: close() waits for the batches in flight, and Ctrl-C
+            # means now. main() ends the process.
+            raise
+        except BaseException:
+            client.close()
+            raise
+        client.close()
+        _emit(
+            json.dumps(
+                {"index": p.index, "score": _json_score(p.score), "text": p.text},
+                ensure_ascii=False,
             )
-        out = sys.stdout
-        for ranked in ranking:
-            line = {"index": ranked.index, "score": _json_score(ranked.score), "text": ranked.text}
-            out.write(json.dumps(line, ensure_ascii=False) + "\n")
-        out.flush()
+            for p in ranking
+        )
         return EXIT_OK
 
     return _run_client_command("rank", work)
@@ -258,12 +338,28 @@ def _run_rank(args: argparse.Namespace) -> int:
 def _run_models(args: argparse.Namespace) -> int:
     def work() -> int:
         with RankingClient(**_client_options(args)) as client:
-            for model_id in client.list_models():
-                sys.stdout.write(model_id + "\n")
-        sys.stdout.flush()
+            models = client.list_models()
+        _emit(models)
         return EXIT_OK
 
     return _run_client_command("models", work)
+
+
+def _emit(lines: Iterable[str]) -> None:
+    """Write ``lines`` to stdout as UTF-8; a failed write is an ``_OutputError``."""
+    try:
+        _write(sys.stdout, "".join(line + "\n" for line in lines))
+    except BrokenPipeError:
+        raise  # the reader went away: main() ends quietly
+    except (OSError, ValueError) as exc:
+        raise _OutputError(getattr(exc, "strerror", None) or str(exc)) from None
+
+
+def _silence_stdout() -> None:
+    # What could not be written stays in stdout's buffer, and the interpreter's
+    # final flush would fail again, loudly: point stdout at devnull.
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _add_service_options(parser: argparse.ArgumentParser) -> None:
@@ -291,7 +387,7 @@ def _add_service_options(parser: argparse.ArgumentParser) -> None:
     )
     service.add_argument(
         "--timeout",
-        type=_positive_float,
+        type=_timeout,
         metavar="SECONDS",
         default=60.0,
         help="seconds to wait for each answer (default: %(default)s)",
@@ -330,14 +426,16 @@ def _add_rank(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         required=True,
         metavar="FILE",
         help="passages: a .jsonl file (JSON strings, or objects with a text, content or "
-        "page_content field), a .txt file (one passage per line), or - for stdin",
+        "page_content field), a .json file (an array of the same), a .txt file (one passage "
+        "per line), or - for stdin",
     )
     parser.add_argument(
         "--format",
-        choices=_FORMATS,
+        choices=FORMATS,
         default="auto",
-        help="input format (default: by suffix; for stdin and other names, a first line "
-        "that is a JSON string or object means jsonl)",
+        help="input format: jsonl, json (one array), txt (default: by suffix; for stdin and "
+        "other names, a JSON array means json, a first line that is a JSON string or object "
+        "means jsonl)",
     )
     parser.add_argument(
         "--text-key", metavar="KEY", help="the JSON Lines field holding the passage text"
@@ -366,6 +464,42 @@ def _add_rank(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "--truncate",
         choices=("NONE", "END"),
         help="NIM's handling of over-long passages (default: the server's, END)",
+    )
+    scoring = parser.add_argument_group("scoring and chunking (done by the client)")
+    scoring.add_argument(
+        "--score-transform",
+        choices=("raw", "sigmoid"),
+        help="raw logits, or sigmoid to map them into 0..1 (default: raw)",
+    )
+    scoring.add_argument(
+        "--score-threshold",
+        type=_any_float,
+        metavar="SCORE",
+        help="drop passages scoring below SCORE (after --score-transform)",
+    )
+    scoring.add_argument(
+        "--max-passage-chars",
+        type=_positive_int,
+        metavar="N",
+        help="cut passages longer than N characters before sending (default: no limit)",
+    )
+    scoring.add_argument(
+        "--chunking",
+        action="store_true",
+        help="score long passages as windows of --max-passage-chars; a passage scores "
+        "its best window",
+    )
+    scoring.add_argument(
+        "--chunk-overlap-chars",
+        type=_non_negative_int,
+        metavar="N",
+        help="characters shared by consecutive windows (with --chunking)",
+    )
+    scoring.add_argument(
+        "--max-chunks-per-doc",
+        type=_positive_int,
+        metavar="N",
+        help="at most N windows per passage (with --chunking)",
     )
     parser.set_defaults(handler=_run_rank)
 
@@ -411,15 +545,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         >>> main(["serve", "--port", "0"])  # doctest: +SKIP
     """
     args = build_parser().parse_args(argv)
+    if getattr(args, "base_url", None):
+        _SECRETS[:] = [Secrets.of_client(api_key=None, base_url=args.base_url)]
     handler: _Handler = args.handler
     try:
         return handler(args)
     except KeyboardInterrupt:
-        print("nimrank: interrupted", file=sys.stderr)
+        _fail("", "interrupted", EXIT_INTERRUPTED)
+        if argv is None and args.command in ("rank", "models"):
+            # This process is ours: end it now. A normal exit would wait for the
+            # requests still in flight (worker threads are joined at exit).
+            os._exit(EXIT_INTERRUPTED)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         # The reader went away (`nimrank rank ... | head`): not an error worth a
         # traceback. Point stdout at devnull so the interpreter's final flush is quiet.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        _silence_stdout()
         return EXIT_OK
+    except Exception as exc:
+        # Never a traceback (they can quote a key): one line naming the error.
+        return _fail(
+            args.command, f"unexpected error (a bug: please report it): {exc!r}", EXIT_ERROR
+        )

@@ -21,8 +21,12 @@ Pure functions, no I/O. The rules, once:
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
+from typing import Final
 from urllib.parse import SplitResult, urlsplit, urlunsplit
+
+import httpx
 
 __all__ = [
     "HOSTED_MODELS_URL",
@@ -43,6 +47,9 @@ NVCF_STATUS_ROOT = "https://api.nvcf.nvidia.com/v2/nvcf/pexec/status"
 _VERSION_SEGMENT = re.compile(r"/v\d+$")
 # Hosts of NVIDIA's hosted API: a key is required there, and a 202 may need polling.
 _HOSTED_SUFFIX = ".api.nvidia.com"
+# Endpoints of other NIM services that people paste as a base URL (NVIDIA's own
+# classes warn about them too): the base URL is the part before.
+_OTHER_ENDPOINTS: Final = ("/rankings", "/embeddings", "/completions")
 
 
 @dataclass(frozen=True)
@@ -104,11 +111,7 @@ def resolve_endpoints(
 
     if not isinstance(base_url, str):
         raise TypeError(f"base_url must be a string or None, got {type(base_url).__name__}")
-    parts = urlsplit(base_url.strip())
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(
-            f"base_url must be an http(s) URL such as 'http://localhost:8000/v1', got {base_url!r}"
-        )
+    parts = _checked_url(base_url)
     path = parts.path.rstrip("/")
     hosted = is_hosted_nvidia(base_url)
 
@@ -134,24 +137,68 @@ def resolve_endpoints(
 
 
 def display_url(url: str) -> str:
-    """``url`` with its query values masked, for messages and reprs.
+    """``url`` with its userinfo and query values masked, for messages and reprs.
 
-    A gateway may take its key in the query string (``?api-key=...``); the
-    request keeps it, what people read does not.
+    A gateway may take its key in the query string (``?api-key=...``, or a bare
+    ``?KEY``) or in the userinfo (``http://user:KEY@host``); the request keeps
+    it, what people read does not. Read by hand, not by ``urlsplit``: a URL
+    that does not parse (a ``/`` in an unencoded password) is masked too.
     """
-    parts = urlsplit(url)
-    if not parts.query:
-        return url
+    head, _, query = url.partition("#")[0].partition("?")
+    scheme, sep, rest = head.partition("://")
+    at = rest.rfind("@")
+    if sep and at >= 0:
+        user, colon, _ = rest[:at].partition(":")
+        shown = f"{user}:***" if colon and "/" not in user else "***"
+        head = f"{scheme}://{shown}@{rest[at + 1 :]}"
+    if not query:
+        return head
     masked = "&".join(
-        f"{name}=***" if value else name
-        for name, _, value in (pair.partition("=") for pair in parts.query.split("&"))
+        f"{name}=***" if equals else "***"
+        for name, equals, _ in (pair.partition("=") for pair in query.split("&"))
+        if name or equals
     )
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, masked, parts.fragment))
+    return f"{head}?{masked}"
+
+
+def _checked_url(base_url: str) -> SplitResult:
+    """``base_url`` split, or a ``ValueError`` that says why it is not a usable URL.
+
+    Checked here, at construction: otherwise the first call fails with httpx's
+    ``InvalidURL`` (``http://127.0.0.1:80:80/v1``). The message shows the URL
+    masked, as every message does.
+    """
+    example = "an http(s) URL such as 'http://localhost:8000/v1'"
+    try:
+        parts = urlsplit(base_url.strip())
+        _ = parts.port  # raises for '80:80', 'abc', 99999
+        httpx.URL(base_url.strip())
+    except (ValueError, httpx.InvalidURL):
+        # Not shown: where a URL does not parse, nobody can tell its secrets apart.
+        raise ValueError(
+            f"base_url must be {example}; the one given is not a valid URL "
+            "(check the host, the port, and that a password in it is percent-encoded)"
+        ) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"base_url must be {example}, got {display_url(base_url)!r}")
+    path = parts.path.rstrip("/")
+    if path.endswith(_OTHER_ENDPOINTS):
+        warnings.warn(
+            f"base_url {display_url(base_url)!r} ends in another service's endpoint "
+            f"({path[path.rindex('/') :]}); pass the base URL before it, such as "
+            "'http://host:8000/v1'. Requests will go to a path that does not exist.",
+            UserWarning,
+            stacklevel=2,
+        )
+    return parts
 
 
 def is_full_endpoint(url: str, full_url_markers: tuple[str, ...]) -> bool:
     """Whether ``url``'s path marks it as a complete endpoint of a protocol."""
-    path = urlsplit(url.strip()).path.rstrip("/")
+    try:
+        path = urlsplit(url.strip()).path.rstrip("/")
+    except ValueError:  # resolve_endpoints says what is wrong with it
+        return False
     return any(_matches(path, marker) for marker in full_url_markers)
 
 

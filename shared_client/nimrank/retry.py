@@ -100,7 +100,8 @@ def parse_retry_after(value: str, *, now: datetime | None = None) -> float | Non
     except ValueError:
         try:
             when = parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
+        except (TypeError, ValueError, IndexError, OverflowError):
+            # OverflowError: a year such as 99999999999999999999.
             return None
         if when.tzinfo is None:
             when = when.replace(tzinfo=timezone.utc)

@@ -395,7 +395,7 @@ def test_a_directory_is_not_an_input_file(server: RankingServer, tmp_path: Path)
     ("content", "needles"),
     [
         pytest.param('{"text": "ok"}\n{"text": oops\n', ("line 2", "not valid JSON"), id="bad"),
-        pytest.param('{"text": "ok"}\n\n[1, 2]\n', ("line 3", "got list"), id="array"),
+        pytest.param('{"text": "ok"}\n\n[1, 2]\n', ("line 3", "got an array"), id="array"),
         pytest.param('{"title": "no text"}\n', ("line 1", "no 'text'", "--text-key"), id="no text"),
         pytest.param('{"text": 42}\n', ("line 1", "'text' must be a string"), id="number"),
     ],
@@ -452,7 +452,7 @@ def test_an_option_the_client_refuses_is_a_usage_error(
         "--max-batch-size",
         "513",
     )
-    assert_clean_failure(result, 2, "max_batch_size")
+    assert_clean_failure(result, 2, "--max-batch-size")
 
 
 # --------------------------------------------------------------------------- rank: service errors
@@ -716,3 +716,87 @@ def test_models_reports_a_server_that_is_down() -> None:
         url = gone.url
     result = nimrank("models", "--base-url", url, "--max-retries", "0")
     assert_clean_failure(result, 5, "model list")
+
+
+# --------------------------------------------------------------------------- issue 14: the CLI
+
+
+def test_serve_on_a_port_in_use_is_a_usage_error() -> None:
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = str(taken.getsockname()[1])
+        result = nimrank("serve", "--port", port, timeout=30)
+    assert_clean_failure(result, 2, "cannot listen on", port)
+
+
+def test_a_json_array_file_is_read_as_passages(server: RankingServer, tmp_path: Path) -> None:
+    path = tmp_path / "passages.json"
+    path.write_text(json.dumps(PASSAGES), encoding="utf-8")
+    result = rank_cli(QUERY, str(path), server.url)
+    assert result.returncode == 0, result.stderr
+    assert lines(result.stdout) == client_ranking(server, PASSAGES)
+
+
+def test_a_json_array_on_stdin_is_read_as_passages_not_one_passage(server: RankingServer) -> None:
+    stdin = json.dumps([{"text": p} for p in PASSAGES], indent=2)
+    result = rank_cli(QUERY, "-", server.url, stdin=stdin)
+    assert result.returncode == 0, result.stderr
+    assert lines(result.stdout) == client_ranking(server, PASSAGES)
+
+
+def test_a_json_file_that_is_not_an_array_is_refused(server: RankingServer, tmp_path: Path) -> None:
+    path = tmp_path / "passages.json"
+    path.write_text('{"text": "one"}', encoding="utf-8")
+    assert_clean_failure(rank_cli(QUERY, str(path), server.url), 2, "expected a JSON array")
+
+
+def test_score_flags_reach_the_client(server: RankingServer, jsonl_file: Path) -> None:
+    result = rank_cli(
+        QUERY, str(jsonl_file), server.url, "--score-transform", "sigmoid",
+        "--score-threshold", "0.5",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    with RankingClient(base_url=server.url, score_transform="sigmoid") as client:
+        expected = [p.index for p in client.rank(QUERY, PASSAGES) if p.score >= 0.5]
+    got = lines(result.stdout)
+    assert [row["index"] for row in got] == expected
+    assert all(0.5 <= row["score"] <= 1 for row in got)
+
+
+def test_chunking_flags_reach_the_client(server: RankingServer, tmp_path: Path) -> None:
+    long = "cake " * 200 + "H100 memory bandwidth"
+    path = tmp_path / "long.txt"
+    path.write_text(f"{long}\nchocolate cake\n", encoding="utf-8")
+    plain = rank_cli("memory bandwidth", str(path), server.url, "--max-passage-chars", "100")
+    chunked = rank_cli(
+        "memory bandwidth", str(path), server.url, "--max-passage-chars", "100", "--chunking",
+        "--chunk-overlap-chars", "20", "--max-chunks-per-doc", "20",
+    )  # fmt: skip
+    assert plain.returncode == 0, plain.stderr
+    assert chunked.returncode == 0, chunked.stderr
+
+    # Cut to 100 characters the long passage is all cake; in windows it holds the answer.
+    def score_of_long(output: str) -> float:
+        return float(next(row["score"] for row in lines(output) if row["index"] == 0))
+
+    assert lines(chunked.stdout)[0]["index"] == 0
+    assert score_of_long(chunked.stdout) > score_of_long(plain.stdout)
+
+
+@pytest.mark.parametrize(
+    ("flags", "needles"),
+    [
+        (("--chunking",), ("--chunking needs --max-passage-chars",)),
+        (
+            ("--max-passage-chars", "10", "--chunking", "--chunk-overlap-chars", "50"),
+            ("--chunk-overlap-chars must be",),
+        ),
+    ],
+)
+def test_client_messages_use_flag_spelling(
+    server: RankingServer, jsonl_file: Path, flags: tuple[str, ...], needles: tuple[str, ...]
+) -> None:
+    result = rank_cli(QUERY, str(jsonl_file), server.url, *flags)
+    assert_clean_failure(result, 2, *needles)
+    assert "_" not in result.stderr, result.stderr

@@ -738,5 +738,5 @@ def test_cli_serve_reports_a_busy_port(capsys: pytest.CaptureFixture[str]) -> No
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        assert main(["serve", "--port", str(port)]) == 1
+        assert main(["serve", "--port", str(port)]) == 2  # a usage error (issue 14), not a bug
     assert f"nimrank serve: cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 
 from nimrank.endpoints import (
@@ -358,8 +360,39 @@ def test_base_url_that_is_not_a_string_is_a_type_error(base_url: object) -> None
     [
         ("http://h:8000/v1/ranking", "http://h:8000/v1/ranking"),
         ("https://gw/v1/rerank?api-key=s3cret", "https://gw/v1/rerank?api-key=***"),
-        ("https://gw/v1?key=a&version=2&flag", "https://gw/v1?key=***&version=***&flag"),
+        # A bare ?KEY is masked too: some gateways take a token that way.
+        ("https://gw/v1?key=a&version=2&flag", "https://gw/v1?key=***&version=***&***"),
+        ("http://user:s3cret@h:8000/v1", "http://user:***@h:8000/v1"),
+        ("http://t0ken@h/v1", "http://***@h/v1"),
     ],
 )
 def test_display_url_masks_every_query_value(url: str, shown: str) -> None:
     assert display_url(url) == shown
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    ["http://127.0.0.1:80:80/v1", "http://127.0.0.1:99999/v1", "http://h:abc/v1", "http://[::1/v1"],
+)
+def test_an_invalid_url_is_a_value_error_at_construction(base_url: str) -> None:
+    with pytest.raises(ValueError, match="not a valid URL"):
+        resolve(base_url, NIM)
+
+
+def test_an_invalid_url_is_refused_without_showing_its_secrets() -> None:
+    with pytest.raises(ValueError, match="not a valid URL") as caught:
+        resolve("http://user:s3cret@h:80:80/v1?key=t0psecret", NIM)
+    assert "s3cret" not in str(caught.value)
+    assert "t0psecret" not in str(caught.value)
+
+
+@pytest.mark.parametrize("tail", ["/v1/rankings", "/v1/embeddings", "/v1/chat/completions/"])
+def test_another_services_endpoint_as_base_url_warns(tail: str) -> None:
+    with pytest.warns(UserWarning, match="another service's endpoint"):
+        resolve(f"http://localhost:8000{tail}", NIM)
+
+
+def test_a_plain_base_url_does_not_warn() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        resolve("http://localhost:8000/v1", NIM)

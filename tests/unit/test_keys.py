@@ -6,7 +6,7 @@ import pytest
 
 from nimrank.endpoints import Endpoints, resolve_endpoints
 from nimrank.errors import MissingAPIKeyError
-from nimrank.keys import resolve_api_key
+from nimrank.keys import check_header_values, resolve_api_key
 
 MODEL = "nvidia/llama-3.2-nv-rerankqa-1b-v2"
 FAKE = "nvapi-fake-keys-test"
@@ -63,3 +63,43 @@ def test_a_local_cohere_style_server_needs_no_key_and_takes_no_nvidia_key(
 def test_a_key_that_is_not_a_string_is_refused() -> None:
     with pytest.raises(TypeError, match="api_key"):
         resolve_api_key(123, "nim", endpoints(None))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        ("nvapi-abc\u00a0def", ValueError),  # a no-break space pasted from a web page
+        ("nvapi-café", ValueError),
+        ("nvapi-abc\ndef", ValueError),
+        ("nvapi-abc\r\n", ValueError),
+        ("nvapi-\x00abc", ValueError),
+        (" nvapi-abc", ValueError),
+        (b"nvapi-bytes", TypeError),
+        (12345678, TypeError),
+        (None, TypeError),
+    ],
+)
+def test_a_header_value_http_cannot_carry_is_refused_without_showing_it(
+    value: object, error: type[Exception]
+) -> None:
+    with pytest.raises(error) as caught:
+        check_header_values({"X-Gateway-Token": value})
+    shown = str(caught.value) + repr(caught.value)
+    assert "X-Gateway-Token" in shown
+    assert "abc" not in shown
+
+
+def test_the_authorization_header_is_called_the_api_key() -> None:
+    with pytest.raises(ValueError, match="the API key") as caught:
+        check_header_values({"Authorization": "Bearer nvapi-s3cret\u00a0"})
+    assert "s3cret" not in str(caught.value)
+
+
+def test_good_headers_come_back_as_a_plain_dict() -> None:
+    headers = {"Authorization": "Bearer nvapi-x", "X-Api-Version": "2024-01 beta"}
+    assert check_header_values(headers) == headers
+
+
+def test_a_bad_header_name_is_refused() -> None:
+    with pytest.raises(ValueError, match="header name"):
+        check_header_values({"X Bad:Name": "v"})

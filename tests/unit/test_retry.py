@@ -209,3 +209,17 @@ def test_policy_is_immutable() -> None:
     policy = RetryPolicy()
     with pytest.raises(AttributeError):
         policy.max_retries = 5  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "Mon, 01 Jan 99999999999999999999 00:00:00 GMT",
+        "Mon, 01 Jan 10000 00:00:00 GMT",
+        "1e400",
+        "ms:1e400",
+    ],
+)
+def test_an_absurd_retry_after_is_ignored_not_an_overflow(value: str) -> None:
+    assert parse_retry_after(value) is None
+    assert RetryPolicy(jitter=0).delay(1, value) == 0.5  # the backoff, not a crash
