@@ -14,16 +14,16 @@ import asyncio
 import contextlib
 import enum
 import functools
+import http
 import logging
 import os
 import queue
-import re
 import ssl
 import threading
 import time
 import warnings
 import weakref
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
@@ -33,7 +33,7 @@ import certifi
 import httpx
 from typing_extensions import Unpack
 
-from . import errors
+from . import errors, transport
 from ._version import __version__
 from .endpoints import (
     Endpoints,
@@ -42,7 +42,7 @@ from .endpoints import (
     nvcf_status_url,
     resolve_endpoints,
 )
-from .keys import resolve_api_key
+from .keys import check_header_values, resolve_api_key
 from .options import DEFAULT_OPTIONS, OptionValues, RankingOptions
 from .planning import (
     Plan,
@@ -54,10 +54,12 @@ from .protocols import (
     MalformedResponse,
     WireProtocol,
     decode_json,
+    encode_json,
     parse_model_list,
     server_message,
 )
 from .protocols.nim import is_known_vlm
+from .redaction import Secrets, protect_logs
 from .results import Passage, RankedPassage
 from .retry import RETRYABLE_STATUSES
 from .validation import check_number, check_passages, check_query, check_top_n
@@ -84,9 +86,6 @@ BASE_URL_VARIABLES = ("NVIDIA_BASE_URL", "NVIDIA_API_URL")
 
 # Pause between polls of a hosted request answered with 202 Accepted.
 _POLL_INTERVAL = 0.2
-# What h11 accepts as a header value. Anything else fails at send time with an
-# error that quotes the whole value (a key read from a file with its newline).
-_HEADER_VALUE = re.compile(r"(?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?", re.ASCII)
 
 _T = TypeVar("_T")
 
@@ -210,7 +209,13 @@ class _BaseClient:
         }
         if key:
             headers["Authorization"] = f"Bearer {key}"
-        self._headers = _check_header_values(headers)
+        self._headers = check_header_values(headers)
+        # Every secret the client holds, masked in its messages and in the
+        # nimrank, httpx and httpcore loggers (which hold it weakly: kept here).
+        self._secrets = Secrets.of_client(
+            api_key=key, base_url=self.endpoints.ranking_url, extra_headers=options.extra_headers
+        )
+        protect_logs(self._secrets)
         self._reset_io()
         _LIVE_CLIENTS.add(self)
 
@@ -265,8 +270,18 @@ class _BaseClient:
         }
 
     def _redact(self, text: str) -> str:
-        """``text`` without the key: a server that echoes headers must not leak it."""
-        return text.replace(self._key, "***") if self._key else text
+        """``text`` without any secret: a server that echoes headers must not leak one."""
+        return self._secrets.mask(text)
+
+    def _attempt(self, request: _Request, url: str | None = None) -> dict[str, Any]:
+        """The arguments of ``transport.send`` for one attempt of ``request``."""
+        return {
+            "method": "GET" if url else request.method,
+            "url": url or request.url,
+            "content": None if url or request.body is None else encode_json(request.body),
+            "timeout": self.options.timeout,
+            "max_bytes": self.options.max_response_bytes,
+        }
 
     # -- one rank call ------------------------------------------------------
 
@@ -316,20 +331,23 @@ class _BaseClient:
             batch=batch,
         )
 
-    def _batch_scores(
-        self, call: _Call, request: _Request, response: httpx.Response
-    ) -> list[float]:
+    def _batch_scores(self, call: _Call, request: _Request, reply: transport.Reply) -> list[float]:
         try:
-            scores = self._wire.parse_response(decode_json(response.content), request.size)
+            scores = self._wire.parse_response(decode_json(reply.content), request.size)
         except (MalformedResponse, ValueError) as exc:
-            raise errors.ResponseFormatError(
-                f"Unusable response from {request.shown_url} for {request.what}: {exc}. "
-                f"Body starts: {self._redact(response.text)[:200]!r}",
-                url=request.shown_url,
-                passages=request.passages,
-            ) from None
-        call.batch_scored(request.size)
-        return scores
+            problem = str(exc)
+        else:
+            call.batch_scored(request.size)
+            return scores
+        # Raised outside the except block: the body must not ride along on
+        # __context__ (it may echo a secret in a spelling not masked yet).
+        body = self._redact(reply.content[:400].decode("utf-8", "replace"))[:200]
+        raise errors.ResponseFormatError(
+            f"Unusable response from {request.shown_url} for {request.what}: "
+            f"{self._redact(problem)}. Body starts: {body!r}",
+            url=request.shown_url,
+            passages=request.passages,
+        )
 
     def _finish(self, call: _Call, batch_scores: Sequence[list[float]]) -> list[RankedPassage]:
         segment_scores = [score for scores in batch_scores for score in scores]
@@ -346,17 +364,19 @@ class _BaseClient:
     def _models_request(self) -> _Request:
         return _Request("GET", self.endpoints.models_url, None, label="the model list")
 
-    def _model_ids(self, request: _Request, response: httpx.Response) -> list[str]:
+    def _model_ids(self, request: _Request, reply: transport.Reply) -> list[str]:
         try:
-            ids = parse_model_list(decode_json(response.content))
+            ids = parse_model_list(decode_json(reply.content))
         except MalformedResponse as exc:
-            raise errors.ResponseFormatError(
-                f"Unusable model list from {request.shown_url}: {exc}", url=request.shown_url
-            ) from None
-        if self.endpoints.hosted:
-            # The hosted catalog lists every kind of model; only rankers serve here.
-            ids = [model_id for model_id in ids if "rerank" in model_id]
-        return ids
+            problem = self._redact(str(exc))
+        else:
+            if self.endpoints.hosted:
+                # The hosted catalog lists every kind of model; only rankers serve here.
+                ids = [model_id for model_id in ids if "rerank" in model_id]
+            return ids
+        raise errors.ResponseFormatError(
+            f"Unusable model list from {request.shown_url}: {problem}", url=request.shown_url
+        )
 
     def _discovered(self, request: _Request, ids: Sequence[str]) -> str:
         """Take the first model the service lists (once per client), as NVIDIA's classes do."""
@@ -379,13 +399,13 @@ class _BaseClient:
 
     # -- failures and retries ------------------------------------------------
 
-    def _polling_url(self, response: httpx.Response) -> str | None:
+    def _polling_url(self, response: transport.Reply) -> str | None:
         """For a hosted ``202 Accepted``, where to ask for the result.
 
         Only NVIDIA's hosted catalog defers work this way; polling anything else
         would send the key to NVCF on a stranger's say-so.
         """
-        if response.status_code != 202 or not self.endpoints.hosted:
+        if response.status != 202 or not self.endpoints.hosted:
             return None
         request_id = response.headers.get("NVCF-REQID")
         return nvcf_status_url(request_id) if request_id else None
@@ -401,16 +421,17 @@ class _BaseClient:
             retryable=False,
         )
 
-    def _failure_for_status(self, request: _Request, response: httpx.Response) -> _Failure | None:
-        status = response.status_code
+    def _failure_for_status(self, request: _Request, response: transport.Reply) -> _Failure | None:
+        status = response.status
         if 200 <= status < 300:
             return None
-        message = server_message(self._redact(response.text))
+        text = response.content[:65536].decode("utf-8", "replace")
+        message = self._redact(server_message(text))
         if 300 <= status < 400:
-            moved_to = display_url(response.headers.get("Location", "(no Location header)"))
-            message = f"redirected to {moved_to}; use that as base_url"
+            location = response.headers.get("Location", "(no Location header)")
+            message = f"redirected to {self._redact(display_url(location))}; use that as base_url"
         error_class, hint = errors.error_for_status(status)
-        reason = response.reason_phrase or "error"
+        reason = _reason_phrase(status)
         error = error_class(
             f"HTTP {status} {reason} from {request.shown_url} for {request.what}: {message}{hint}",
             status_code=status,
@@ -424,6 +445,16 @@ class _BaseClient:
         return _Failure(error, status in RETRYABLE_STATUSES, retry_after)
 
     def _failure_for_exception(self, request: _Request, exc: httpx.HTTPError) -> _Failure:
+        if isinstance(exc, transport.ResponseTooLarge):
+            return _Failure(
+                errors.ResponseFormatError(
+                    f"The response from {request.shown_url} for {request.what} is larger than "
+                    f"{exc.limit} bytes (max_response_bytes)",
+                    url=request.shown_url,
+                    passages=request.passages,
+                ),
+                retryable=False,
+            )
         if isinstance(exc, httpx.TimeoutException):
             error: errors.RankingError = errors.RankingTimeoutError(
                 f"No answer from {request.shown_url} within {self.options.timeout:g}s for "
@@ -609,25 +640,28 @@ class RankingClient(_BaseClient):
             raise
         return [future.result() for future in futures]
 
-    def _send(self, request: _Request, call: _Call | None) -> httpx.Response:
+    def _send(self, request: _Request, call: _Call | None) -> transport.Reply:
         attempt = 0
         while True:
             http = self._lease()
             try:
-                response = http.request(request.method, request.url, json=request.body)
+                response = transport.send(http, **self._attempt(request))
                 deadline = time.monotonic() + self.options.timeout
                 while (poll_url := self._polling_url(response)) is not None:
                     if time.monotonic() > deadline:
                         raise self._poll_timeout(request).error
                     time.sleep(_POLL_INTERVAL)
-                    response = http.get(poll_url)
+                    response = transport.send(http, **self._attempt(request, poll_url))
                 failure = self._failure_for_status(request, response)
             except httpx.HTTPError as exc:
                 failure = self._failure_for_exception(request, exc)
             except RuntimeError as exc:
                 failure = self._failure_if_closed(request, exc, http.is_closed)
             finally:
-                self._release(http)
+                retired = self._release(http)
+            if failure is not None and retired:
+                # close() ended this request: no retry on a pool opened after it.
+                failure = self._failure_if_closed(request, RuntimeError(), closed=True)
             if failure is None:
                 return response
             attempt += 1
@@ -650,14 +684,16 @@ class RankingClient(_BaseClient):
             self._users[http] = self._users.get(http, 0) + 1
         return http
 
-    def _release(self, http: httpx.Client) -> None:
+    def _release(self, http: httpx.Client) -> bool:
+        """Count a request on ``http`` as done; whether ``close()`` retired the pool."""
         with self._lock:
             left = self._users[http] = self._users[http] - 1
-            retired = left == 0 and http is not self._http
+            retired = http is not self._http
             if left == 0:
                 del self._users[http]
-        if retired:
+        if retired and left == 0:
             http.close()
+        return retired
 
     def _executor(self) -> ThreadPoolExecutor:
         with self._lock:
@@ -670,9 +706,8 @@ class RankingClient(_BaseClient):
     def close(self) -> None:
         """Close the connection pool and the worker threads (a later call reopens them).
 
-        Returns at once: batches not yet started are cancelled (their call
-        raises ``RankingConnectionError``), and requests already in flight
-        finish first, on connections closed when they are done.
+        Returns at once: batches not yet started are cancelled and requests in
+        flight are ended (their call raises ``RankingConnectionError``).
         """
         with self._lock:
             workers, self._workers = self._workers, None
@@ -680,7 +715,9 @@ class RankingClient(_BaseClient):
             in_use = http in self._users
         if workers is not None:
             workers.shutdown(wait=False, cancel_futures=True)
-        if http is not None and not in_use:
+        if http is not None and in_use:
+            transport.abort(http)  # the last request to end closes the pool
+        elif http is not None:
             http.close()
 
     def __enter__(self) -> RankingClient:
@@ -766,18 +803,18 @@ class AsyncRankingClient(_BaseClient):
         ids = self._model_ids(request, await self._send(request, None))
         return self._discovered(request, ids)
 
-    async def _send(self, request: _Request, call: _Call | None) -> httpx.Response:
+    async def _send(self, request: _Request, call: _Call | None) -> transport.Reply:
         attempt = 0
         while True:
             http = self._io().http
             try:
-                response = await http.request(request.method, request.url, json=request.body)
+                response = await transport.asend(http, **self._attempt(request))
                 deadline = time.monotonic() + self.options.timeout
                 while (poll_url := self._polling_url(response)) is not None:
                     if time.monotonic() > deadline:
                         raise self._poll_timeout(request).error
                     await asyncio.sleep(_POLL_INTERVAL)
-                    response = await http.get(poll_url)
+                    response = await transport.asend(http, **self._attempt(request, poll_url))
                 failure = self._failure_for_status(request, response)
             except httpx.HTTPError as exc:
                 failure = self._failure_for_exception(request, exc)
@@ -924,22 +961,6 @@ def base_url_from_environment(base_url: str | None, protocol: str) -> str | None
     return None
 
 
-def _check_header_values(headers: Mapping[str, str]) -> dict[str, str]:
-    """Refuse, before any request, a header value the HTTP layer would refuse.
-
-    httpx's refusal quotes the value, key and all, into the error and the retry
-    log; this message names the header and never shows the value.
-    """
-    for name, value in headers.items():
-        if isinstance(value, str) and _HEADER_VALUE.fullmatch(value) is None:
-            what = "the API key" if name == "Authorization" else f"extra_headers[{name!r}]"
-            raise ValueError(
-                f"{what} has leading or trailing whitespace, a line break or a NUL "
-                "(a newline read from a file?): strip it"
-            )
-    return dict(headers)
-
-
 #: Every client alive, so that a forked child can make them forget their I/O.
 _LIVE_CLIENTS: weakref.WeakSet[_BaseClient] = weakref.WeakSet()
 
@@ -951,6 +972,13 @@ def _forget_io_after_fork() -> None:
 
 if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
     os.register_at_fork(after_in_child=_forget_io_after_fork)
+
+
+def _reason_phrase(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return "error"
 
 
 @functools.cache

@@ -26,7 +26,10 @@ server that sends them anyway gets ``httpx.DecodingError``.
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import time
+import weakref
 import zlib
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -239,6 +242,18 @@ class _BoundedStream(httpcore.NetworkStream):
     def __init__(self, stream: httpcore.NetworkStream) -> None:
         self._stream = stream
 
+    def abort(self) -> None:
+        """Wake a read blocked on this connection: it ends as a dropped connection.
+
+        ``shutdown``, not ``close``: the descriptor stays this stream's until
+        httpcore closes it, so no other connection can take its number while a
+        thread still reads from it.
+        """
+        sock = self._stream.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         return self._stream.read(max_bytes, _left(timeout, httpcore.ReadTimeout))
 
@@ -261,6 +276,12 @@ class _BoundedStream(httpcore.NetworkStream):
 class _BoundedBackend(httpcore.NetworkBackend):
     def __init__(self, backend: httpcore.NetworkBackend) -> None:
         self._backend = backend
+        self.streams: weakref.WeakSet[_BoundedStream] = weakref.WeakSet()
+
+    def _opened(self, stream: httpcore.NetworkStream) -> _BoundedStream:
+        bounded = _BoundedStream(stream)
+        self.streams.add(bounded)
+        return bounded
 
     def connect_tcp(
         self,
@@ -271,7 +292,7 @@ class _BoundedBackend(httpcore.NetworkBackend):
         socket_options: Any = None,
     ) -> httpcore.NetworkStream:
         left = _left(timeout, httpcore.ConnectTimeout)
-        return _BoundedStream(
+        return self._opened(
             self._backend.connect_tcp(host, port, left, local_address, socket_options)
         )
 
@@ -279,10 +300,28 @@ class _BoundedBackend(httpcore.NetworkBackend):
         self, path: str, timeout: float | None = None, socket_options: Any = None
     ) -> httpcore.NetworkStream:
         left = _left(timeout, httpcore.ConnectTimeout)
-        return _BoundedStream(self._backend.connect_unix_socket(path, left, socket_options))
+        return self._opened(self._backend.connect_unix_socket(path, left, socket_options))
 
     def sleep(self, seconds: float) -> None:
         self._backend.sleep(seconds)
+
+
+def abort(http: httpx.Client) -> None:
+    """End every request in flight on ``http`` at once, from any thread.
+
+    Each blocked read wakes with a connection error; closing the pool is left
+    to whoever holds it (see ``_BoundedStream.abort``).
+    """
+    for backend in _backends(http):
+        if isinstance(backend, _BoundedBackend):
+            for stream in list(backend.streams):
+                stream.abort()
+
+
+def _backends(http: httpx.Client) -> list[Any]:
+    transports: list[Any] = [getattr(http, "_transport", None)]
+    transports += list(getattr(http, "_mounts", {}).values())
+    return [getattr(getattr(t, "_pool", None), "_network_backend", None) for t in transports]
 
 
 def _bound_reads(http: httpx.Client) -> None:
