@@ -348,13 +348,24 @@ def test_models_lists_the_lexical_stand_in(client: httpx.Client) -> None:
     assert reply.status_code == 200
     body = reply.json()
     assert body["object"] == "list"
-    [model] = body["data"]
+    model, vlm = body["data"]
     assert model["id"] == "nimrank/lexical-bm25"
     assert model["object"] == "model"
     assert model["owned_by"] == "nimrank"
+    assert model["type"] == "ranking"
     assert model["description"] == MODEL_DESCRIPTION
     assert "lexical bm25 stand-in" in model["description"].lower()
     assert "not from a neural" in model["description"]
+    # The image-and-text model, labelled as a stand-in too.
+    assert vlm["id"] == "nvidia/llama-nemotron-rerank-vl-1b-v2"
+    assert vlm["type"] == "ranking-vlm"
+    assert "stand-in" in vlm["description"]
+
+
+def test_models_lists_no_vlm_model_when_told_not_to() -> None:
+    with RankingServer(vlm_model=None) as server:
+        ids = [model["id"] for model in httpx.get(f"{server.url}/models").json()["data"]]
+    assert ids == ["nimrank/lexical-bm25"]
 
 
 def test_models_lists_the_configured_id() -> None:
