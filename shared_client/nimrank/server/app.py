@@ -39,7 +39,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from email.utils import formatdate
 from http import HTTPStatus
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import Any, Final, TextIO
 
 from nimrank.server.faults import Action, Match, Rule, is_ranking
@@ -84,6 +84,7 @@ _SECRET_HEADERS: Final = frozenset(
     {"authorization", "proxy-authorization", "x-api-key", "api-key", "cookie"}
 )
 _WRITE_HIGH_WATER: Final = 1 << 16
+_STOP_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
 
 
 def _mask(name: str, value: str) -> str:
@@ -753,7 +754,9 @@ class RankingServer:
         """Bind and serve in the calling thread until interrupted.
 
         ``ready`` is called once the socket accepts connections (the port is
-        known by then). A KeyboardInterrupt propagates after everything closed.
+        known by then). In the main thread, SIGINT (Ctrl-C) and SIGTERM stop
+        the loop between two callbacks, and a KeyboardInterrupt propagates
+        once everything is closed; from another thread, :meth:`stop` ends it.
         """
         with self._lifecycle:
             if self._loop is not None:
@@ -765,14 +768,25 @@ class RankingServer:
                 loop.close()
                 raise
             self._loop = loop
+        signalled: list[int] = []
+        watched = _STOP_SIGNALS if threading.current_thread() is threading.main_thread() else ()
+        for signum in watched:
+            # Handled by the loop, not raised inside whatever callback runs:
+            # an exception thrown into a reply being written would leave the
+            # connection tasks half-done.
+            loop.add_signal_handler(signum, lambda n=signum: (signalled.append(n), loop.stop()))
         try:
             if ready is not None:
                 ready()
             loop.run_forever()
         finally:
+            for signum in watched:
+                loop.remove_signal_handler(signum)
             self._loop = None
             self._bound_port = None
             self._close(loop, service)
+        if signalled:
+            raise KeyboardInterrupt
 
     def stop(self) -> None:
         """Stop serving, close every connection and wake delayed replies; a no-op if not running."""
@@ -962,22 +976,6 @@ def _post_or_path(path: str | None) -> Match:
     return lambda request: request.path == path
 
 
-def _sigterm_as_interrupt() -> Callable[[], None]:
-    """Make SIGTERM stop `serve` like Ctrl-C; returns a function undoing it."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-
-    def restore() -> None:
-        signal.signal(signal.SIGTERM, previous)
-
-    return restore
-
-
 def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
@@ -1022,10 +1020,7 @@ def serve(
             flush=True,
         )
 
-    restore = _sigterm_as_interrupt()
     try:
         server.serve_forever(ready=announce)
     except KeyboardInterrupt:
         print("nimrank serve: stopped", file=out, flush=True)
-    finally:
-        restore()

@@ -31,10 +31,9 @@ import hashlib
 import math
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
 
 __all__ = [
     "AVG_DOC_LEN",
@@ -121,12 +120,6 @@ def stem(token: str) -> str:
     return token[:-1]
 
 
-@lru_cache(maxsize=1 << 16)
-def _stem_ascii(token: bytes) -> str:
-    """:func:`stem` of an ASCII token given as bytes (the fast path's tokens)."""
-    return stem(token.decode("ascii"))
-
-
 def tokenize(text: str) -> list[str]:
     """Split ``text`` into stemmed, case-folded unicode word tokens."""
     return [stem(token) for token in _WORD.findall(text.casefold())]
@@ -155,10 +148,38 @@ class PreparedQuery:
     Attributes:
         terms: stemmed term -> weight; only terms that can contribute.
         total_weight: sum of the weights, the normaliser of a passage's score.
+        surfaces: every ASCII word (as bytes) that :func:`stem` maps to one of
+            the terms -> that term. Derived from ``terms``; it lets an ASCII
+            passage be scored without stemming its words (the server's hot path).
     """
 
     terms: Mapping[str, float]
     total_weight: float
+    surfaces: Mapping[bytes, str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "surfaces", _surfaces(self.terms))
+
+
+def _surfaces(terms: Iterable[str]) -> dict[bytes, str]:
+    """The ASCII words that stem to each term.
+
+    :func:`stem` only ever keeps a word, drops a final ``s``, drops ``es``, or
+    turns ``ies`` into ``y``, so a term's words are among ``term``, ``term+s``,
+    ``term+es`` and ``term[:-1]+ies``; each candidate is kept only if it really
+    stems to the term, so the map is exact.
+    """
+    found: dict[bytes, str] = {}
+    for term in terms:
+        if not term.isascii():
+            continue  # never a token of an ASCII passage
+        candidates = [term, f"{term}s", f"{term}es"]
+        if term.endswith("y"):
+            candidates.append(f"{term[:-1]}ies")
+        for word in candidates:
+            if _WORD.fullmatch(word) and stem(word) == term:
+                found[word.encode("ascii")] = term
+    return found
 
 
 def prepare_query(query: str) -> PreparedQuery:
@@ -176,6 +197,31 @@ def prepare_query(query: str) -> PreparedQuery:
     return PreparedQuery(terms=terms, total_weight=sum(terms.values()))
 
 
+def _frequencies(query: PreparedQuery, passage: str) -> tuple[int, dict[str, int]]:
+    """The passage's token count and how often each query term occurs in it."""
+    frequencies: dict[str, int] = {}
+    if passage.isascii():
+        # Same tokens as \w+ on the casefolded text (see _ASCII_WORD_BYTES);
+        # only the words that stem to a query term are looked at.
+        tokens = passage.encode("ascii").lower().translate(_ASCII_WORD_BYTES).split()
+        surfaces = query.surfaces
+        found = surfaces.keys() & set(tokens)
+        # In order of first occurrence, so the float sum below adds up in the
+        # same order whichever path counted the words.
+        for word in sorted(found, key=tokens.index) if len(found) > 1 else found:
+            term = surfaces[word]
+            frequencies[term] = frequencies.get(term, 0) + tokens.count(word)
+        return len(tokens), frequencies
+    words = _WORD.findall(passage.casefold())
+    terms = query.terms
+    # Count surface forms first (C speed), then stem each distinct form once.
+    for word, count in Counter(words).items():
+        term = stem(word)
+        if term in terms:
+            frequencies[term] = frequencies.get(term, 0) + count
+    return len(words), frequencies
+
+
 def score_prepared(query: PreparedQuery, passage: str) -> float:
     """Logit-like relevance of ``passage`` to an already prepared query.
 
@@ -184,28 +230,13 @@ def score_prepared(query: PreparedQuery, passage: str) -> float:
     total weight (1.0 when each term occurs once in a passage of average
     length, at most ``K1 + 1``).
     """
-    tokens: list[str] | list[bytes]
-    stem_of: Callable[[Any], str]
-    if passage.isascii():
-        tokens = passage.encode("ascii").lower().translate(_ASCII_WORD_BYTES).split()
-        stem_of = _stem_ascii
-    else:
-        tokens = _WORD.findall(passage.casefold())
-        stem_of = stem
-    if not tokens:
+    length, frequencies = _frequencies(query, passage)
+    if not length:
         return EMPTY_PASSAGE_LOGIT
-    if not query.terms:
-        return NO_MATCH_LOGIT
-    terms = query.terms
-    # Count surface forms first (C speed), then stem each distinct form once.
-    frequencies: dict[str, int] = {}
-    for token, count in Counter(tokens).items():
-        term = stem_of(token)
-        if term in terms:
-            frequencies[term] = frequencies.get(term, 0) + count
     if not frequencies:
         return NO_MATCH_LOGIT
-    length_norm = K1 * (1.0 - B + B * len(tokens) / AVG_DOC_LEN)
+    terms = query.terms
+    length_norm = K1 * (1.0 - B + B * length / AVG_DOC_LEN)
     gained = 0.0
     for term, tf in frequencies.items():
         gained += terms[term] * tf * (K1 + 1.0) / (tf + length_norm)
