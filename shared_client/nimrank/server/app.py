@@ -352,14 +352,21 @@ class _Service:
             keep_alive = True
             while keep_alive:
                 conn.idle_since = loop.time()
+                # Silent too long: the transport closes and the read ends at EOF.
+                # (A timer, not asyncio.timeout: that is 3.11+, wait_for costs a task.)
+                timer = loop.call_later(self.idle_timeout, writer.transport.close)
                 try:
-                    async with asyncio.timeout(self.idle_timeout):
-                        data = await reader.readuntil(b"\r\n\r\n")
+                    data = await reader.readuntil(b"\r\n\r\n")
                 except asyncio.LimitOverrunError:
                     writer.write(self.encode(nim_error(431, "Request head too large"), close=True))
                     return
-                except (asyncio.IncompleteReadError, TimeoutError):
+                except asyncio.IncompleteReadError as exc:
+                    if exc.partial.strip():  # e.g. LF-only line endings, then EOF
+                        error = nim_error(400, "Malformed request head (lines end with CRLF)")
+                        writer.write(self.encode(error, close=True))
                     return  # the client closed, or stayed silent too long
+                finally:
+                    timer.cancel()
                 conn.idle_since = None
                 keep_alive = await self.request(data[:-4], reader, writer, peer)
         except (ConnectionError, OSError):
@@ -387,17 +394,17 @@ class _Service:
         started = time.monotonic()
         error: Reply | None = None
         raw = b""
+        timer = asyncio.get_running_loop().call_later(self.idle_timeout, writer.transport.close)
         try:
-            async with asyncio.timeout(self.idle_timeout):
-                raw = await self.read_body(head, reader, writer)
+            raw = await self.read_body(head, reader, writer)
         except BadRequest as exc:
             error = nim_error(exc.status, str(exc))
-        except TimeoutError:
-            error = nim_error(408, "Timed out reading the request body")
         except asyncio.IncompleteReadError:
-            return False  # the client hung up mid-body
+            return False  # the client hung up mid-body, or stalled past idle_timeout
         except asyncio.LimitOverrunError:
             error = nim_error(400, "Malformed chunked request body")
+        finally:
+            timer.cancel()
         parsed: Any = None
         if error is None and head.method == "POST":
             if too_many_values(raw):
@@ -770,11 +777,16 @@ class RankingServer:
             self._loop = loop
         signalled: list[int] = []
         watched = _STOP_SIGNALS if threading.current_thread() is threading.main_thread() else ()
+
+        def stop_on(signum: int) -> None:
+            signalled.append(signum)
+            loop.stop()
+
         for signum in watched:
             # Handled by the loop, not raised inside whatever callback runs:
             # an exception thrown into a reply being written would leave the
             # connection tasks half-done.
-            loop.add_signal_handler(signum, lambda n=signum: (signalled.append(n), loop.stop()))
+            loop.add_signal_handler(signum, stop_on, signum)
         try:
             if ready is not None:
                 ready()
@@ -883,7 +895,9 @@ class RankingServer:
         )
         return Reply(reply.status, reply.body, {"WWW-Authenticate": "Bearer"})
 
-    def add_rule(self, action: Action, *, match: Match | None = None, times: int | None = None) -> Rule:
+    def add_rule(
+        self, action: Action, *, match: Match | None = None, times: int | None = None
+    ) -> Rule:
         """Answer requests ``match`` accepts with ``action``, at most ``times`` times.
 
         Rules are tried in the order they were added; the first that matches

@@ -73,7 +73,7 @@ Match = Callable[["RecordedRequest"], bool]
 """Decides whether a rule applies to a request."""
 
 STATUS_PATH = "/v2/nvcf/pexec/status/"
-"""Where :func:`accepted` answers NVCF-style status polls: ``<origin>/v2/nvcf/pexec/status/<id>``."""
+"""Where :func:`accepted` answers NVCF-style status polls (``<origin><STATUS_PATH><id>``)."""
 
 _KEYS = {"nim": ("rankings", "logit"), "cohere": ("results", "relevance_score")}
 
@@ -275,7 +275,11 @@ def missing_index() -> Action:
     return tamper(lambda entries, key: _sorted_by_index(entries)[:-1])
 
 
-def _edit_one(position: int, change: Callable[[dict[str, Any], str, int], dict[str, Any]]) -> Action:
+def _edit_one(
+    position: int, change: Callable[[list[dict[str, Any]], str, int], dict[str, Any]]
+) -> Action:
+    """Replace the entry at ``position`` (of the entries sorted by index) by ``change``'s."""
+
     def edit(entries: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
         ordered = _sorted_by_index(entries)
         ordered[position] = change(ordered, key, position)

@@ -126,7 +126,9 @@ class ServerSettings:
         if min(self.max_passages, self.max_documents, self.max_passage_tokens) < 1:
             raise ValueError("limits must be >= 1")
         if self.rerank_scores not in ("sigmoid", "logit"):
-            raise ValueError(f"rerank_scores must be 'sigmoid' or 'logit', got {self.rerank_scores!r}")
+            raise ValueError(
+                f"rerank_scores must be 'sigmoid' or 'logit', got {self.rerank_scores!r}"
+            )
 
     def simulated_seconds(self, passages: int) -> float:
         """Simulated GPU time for one request scoring ``passages`` passages."""
@@ -289,7 +291,9 @@ _DATA_URL = re.compile(r"data:image/[A-Za-z0-9.+-]+;base64,([A-Za-z0-9+/=\s]*)")
 def _decode_image(value: object, where: str) -> bytes:
     """The bytes of a ``data:image/...;base64,`` URL, or a refusal saying why."""
     if not isinstance(value, str):
-        raise _Invalid(f"{where}: expected a string (a data:image/...;base64, URL), got {_kind(value)}")
+        raise _Invalid(
+            f"{where}: expected a string (a data:image/...;base64, URL), got {_kind(value)}"
+        )
     matched = _DATA_URL.fullmatch(value)
     if matched is None:
         raise _Invalid(f"{where}: expected a base64 data URL, data:image/<type>;base64,<data>")
