@@ -1019,7 +1019,7 @@ def test_a_trickled_reply_arrives_whole_one_byte_at_a_time(server: RankingServer
     server.add_rule(faults.trickled(0.002, faults.respond(200, {"rankings": []})), times=1)
     with socket.create_connection((server.host, server.port), timeout=5) as sock:
         sock.sendall(b"POST /v1/ranking HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}")
-        reads = []
+        reads: list[bytes] = []
         while not b"".join(reads).endswith(b'{"rankings": []}'):
             chunk = sock.recv(65536)
             assert chunk
@@ -1046,7 +1046,7 @@ def _data_url(data: bytes, kind: str = "png") -> str:
     return f"data:image/{kind};base64,{base64.b64encode(data).decode()}"
 
 
-def _vlm_body(passages: list[dict[str, str]], model: str = VLM_MODEL_ID) -> dict[str, Any]:
+def _vlm_body(passages: list[dict[str, Any]], model: str = VLM_MODEL_ID) -> dict[str, Any]:
     return {"model": model, "query": {"text": "memory bandwidth"}, "passages": passages}
 
 
@@ -1088,7 +1088,7 @@ def test_image_scores_are_stable_and_differ_between_images(client: httpx.Client)
 def test_bad_image_passages_are_refused(
     client: httpx.Client, passage: dict[str, Any], fragment: str
 ) -> None:
-    reply = client.post("/ranking", json=_vlm_body([passage]))  # type: ignore[list-item]
+    reply = client.post("/ranking", json=_vlm_body([passage]))
     assert_nim_error(reply, 400, fragment)
 
 
