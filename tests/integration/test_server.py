@@ -1103,3 +1103,39 @@ def test_the_cohere_route_refuses_image_documents_with_a_422(client: httpx.Clien
     reply = client.post("/rerank", json=rerank_body(documents=documents))
     assert reply.status_code == 422
     assert "text only" in reply.json()["message"]
+
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_with_few_file_descriptors_idle_connections_neither_starve_requests_nor_spin() -> None:
+    # The server may open 100 descriptors; 200 idle clients connect. It must keep
+    # answering real requests and must not burn CPU in a failing accept loop.
+    code = (
+        "import resource; resource.setrlimit(resource.RLIMIT_NOFILE, (100, 100)); "
+        "from nimrank.cli import main; main(['serve', '--port', '0'])"
+    )
+    process = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    found = URL_LINE.search(process.stderr.readline())
+    assert found is not None, "the server did not start"
+    url = found.group(1)
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    idle: list[socket.socket] = []
+    try:
+        for _ in range(200):
+            idle.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        cpu_before = _cpu_seconds(process.pid)
+        time.sleep(1.0)
+        assert _cpu_seconds(process.pid) - cpu_before < 0.3  # no spinning accept loop
+        reply = httpx.post(f"{url}/ranking", json=nim_body(), timeout=10)
+        assert reply.status_code == 200
+    finally:
+        for sock in idle:
+            sock.close()
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=10)

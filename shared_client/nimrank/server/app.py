@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import errno
 import hashlib
 import hmac
 import json
@@ -72,7 +73,37 @@ body) for this long is closed. Clients expire idle connections sooner (httpx
 after 5 s), so they never write into one the server is closing."""
 
 MAX_CONNECTIONS: Final = 512
-"""Default ``max_connections``: well under the usual 1,024 file descriptors."""
+"""Most connections by default, lowered to half the process's file
+descriptors (see :func:`default_max_connections`)."""
+
+_ACCEPT_BATCH: Final = 128
+"""The listen backlog, which is also how many connections asyncio accepts in
+one go before any of them is admitted: well above a benchmark's 64 at once
+(a dropped SYN costs a 1 s retransmit). Lowered to a quarter of the file
+descriptors, so the cap plus one batch still fits in them."""
+
+
+def _descriptor_limit() -> int | None:
+    try:
+        import resource  # POSIX only
+
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):
+        return None
+    return None if soft == resource.RLIM_INFINITY else int(soft)
+
+
+def default_max_connections() -> int:
+    """:data:`MAX_CONNECTIONS`, or fewer when the file-descriptor limit is low.
+
+    Past the cap an idle connection is closed to admit a new one, so idle
+    clients cannot hold every descriptor. Should accept() still run out of
+    them, idle connections are closed and asyncio accepts again a second later
+    (it never spins).
+    """
+    limit = _descriptor_limit()
+    return MAX_CONNECTIONS if limit is None else max(1, min(MAX_CONNECTIONS, limit // 2))
+
 
 DISCONNECTED: Final = 0
 """Status recorded for a request whose connection was closed without a reply."""
@@ -297,15 +328,41 @@ class _Service:
         self.connections: dict[_Connection, asyncio.Task[None]] = {}
         self.server: asyncio.Server | None = None
         self.dates = _Dates()
+        self.relieved = -math.inf  # when idle connections were last closed for descriptors
 
     async def open(self, host: str, port: int) -> int:
         """Bind and listen; returns the bound port."""
         if self.capacity is not None:
             self.slots = asyncio.Semaphore(self.capacity)
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(self.loop_error)
+        limit = _descriptor_limit()
+        backlog = _ACCEPT_BATCH if limit is None else max(8, min(_ACCEPT_BATCH, limit // 4))
         self.server = await asyncio.start_server(
-            self.connection, host, port, limit=MAX_HEAD_BYTES, backlog=1024
+            self.connection, host, port, limit=MAX_HEAD_BYTES, backlog=backlog
         )
         return int(self.server.sockets[0].getsockname()[1])
+
+    def loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """Out of file descriptors in accept(): free some (asyncio retries in 1 s)."""
+        exc = context.get("exception")
+        if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
+            # asyncio reports each failed accept() of a batch: act once a second.
+            if loop.time() - self.relieved < 1.0:
+                return
+            self.relieved = loop.time()
+            idle = sorted(
+                (c for c in self.connections if c.idle_since is not None),
+                key=lambda c: c.idle_since or 0.0,
+            )
+            for connection in idle[: max(1, len(idle) // 4)]:
+                connection.writer.transport.close()
+            logger.warning(
+                "nimrank serve: out of file descriptors; closed %d idle connections",
+                min(len(idle), max(1, len(idle) // 4)),
+            )
+            return
+        loop.default_exception_handler(context)
 
     async def close(self) -> None:
         """Stop listening, close every connection, cancel every request in progress."""
@@ -317,9 +374,6 @@ class _Service:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if self.server is not None:
-            with contextlib.suppress(Exception):
-                await self.server.wait_closed()
 
     # ------------------------------------------------------------------ connections
 
@@ -371,6 +425,11 @@ class _Service:
                 keep_alive = await self.request(data[:-4], reader, writer, peer)
         except (ConnectionError, OSError):
             pass  # the client went away; nothing to tell it
+        except asyncio.CancelledError:
+            # The server is stopping. Ending normally rather than cancelled:
+            # asyncio 3.11's stream callback calls task.exception(), which
+            # raises (and gets logged) for a cancelled task.
+            return
         finally:
             self.connections.pop(conn, None)
             writer.close()
@@ -588,8 +647,10 @@ class RankingServer:
             request takes its simulated latency, so one replica answers at
             most ``capacity / (latency_ms + per_passage_ms * passages)``
             requests per millisecond.
-        max_connections: connections open at once; past it the longest-idle
-            one is closed, or the new one gets a 503 when none is idle.
+        max_connections: connections open at once (default
+            :func:`default_max_connections`: 512, fewer under a low
+            file-descriptor limit); past it the longest-idle one is closed, or
+            the new one gets a 503 when none is idle.
         idle_timeout: seconds a connection may wait without sending a whole
             request head (or body) before it is closed.
         **settings: any other :class:`ServerSettings` field (``vlm_model``,
@@ -612,7 +673,7 @@ class RankingServer:
         log_stream: TextIO | None = None,
         api_key: str | None = None,
         capacity: int | None = None,
-        max_connections: int = MAX_CONNECTIONS,
+        max_connections: int | None = None,
         idle_timeout: float = KEEPALIVE_IDLE_SECONDS,
         **settings: Any,
     ) -> None:
@@ -622,6 +683,8 @@ class RankingServer:
             raise ValueError(f"log_size must be >= 0, got {log_size}")
         if capacity is not None and (isinstance(capacity, bool) or capacity < 1):
             raise ValueError(f"capacity must be >= 1 or None, got {capacity}")
+        if max_connections is None:
+            max_connections = default_max_connections()
         if max_connections < 1:
             raise ValueError(f"max_connections must be >= 1, got {max_connections}")
         if not (math.isfinite(idle_timeout) and idle_timeout > 0):
