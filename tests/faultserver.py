@@ -62,6 +62,10 @@ class FaultServer(RankingServer):
         }
         super().__init__(**{**defaults, **options})
 
+    def __enter__(self) -> FaultServer:
+        self.start()
+        return self
+
     def status_url(self, request_id: str) -> str:
         """Where this server answers a status poll; a stand-in for ``nvcf_status_url``."""
         return f"{self.origin}{STATUS_PATH}{request_id}"
