@@ -127,7 +127,7 @@ def main() -> int:
         "--distinct",
         action="store_true",
         help="2,000 requests of unique passages in rotation, so no passage is scored twice "
-        "while the server's cache of passage word counts (4,096 passages) remembers it",
+        "while the server's cache of passage word counts (1,024 passages) remembers it",
     )
     args = parser.parse_args()
     process, url = _start_server(args.latency_ms, args.capacity)

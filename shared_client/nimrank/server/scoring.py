@@ -201,7 +201,7 @@ _CACHED_PASSAGE_CHARS = 8192
 """Passages up to this long have their word counts cached (:func:`_ascii_counts`)."""
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=1024)  # a few MiB at most, and full after the first few calls
 def _ascii_counts(passage: str) -> tuple[int, dict[bytes, int]]:
     """An ASCII passage's token count and its words' counts (in order of first occurrence).
 
