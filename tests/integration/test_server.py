@@ -1139,3 +1139,14 @@ def test_with_few_file_descriptors_idle_connections_neither_starve_requests_nor_
             sock.close()
         process.send_signal(signal.SIGINT)
         process.wait(timeout=10)
+
+
+def test_health_probes_do_not_count_as_in_service() -> None:
+    with RankingServer(capacity=1, latency_ms=300) as server:
+        slow = threading.Thread(target=lambda: _concurrent_posts(server, 1))
+        slow.start()
+        time.sleep(0.1)
+        for _ in range(3):
+            assert httpx.get(f"{server.url}/health/ready", timeout=5).status_code == 200
+        slow.join()
+        assert server.max_in_service == 1

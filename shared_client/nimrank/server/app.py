@@ -545,36 +545,47 @@ class _Service:
         raise BadRequest("Too many trailer fields")
 
     async def answer(self, record: RecordedRequest) -> Reply:
-        """The reply to a request whose body was read: a rule's, or the honest one."""
-        if self.slots is None or record.family is None:
-            return await self.compute(record)
-        async with self.slots:  # capacity: the rest wait here, in arrival order
-            return await self.compute(record)
+        """The reply to a request whose body was read: a rule's, or the honest one.
 
-    async def compute(self, record: RecordedRequest) -> Reply:
+        Ranking requests take a capacity slot (when there is a capacity) and
+        count as in service while they are computed and their time passes;
+        models and health requests are never queued or counted.
+        """
+        if record.family is None:
+            return await self.compute(record)
+        if self.slots is None:
+            return await self.in_service(record)
+        async with self.slots:  # capacity: the rest wait here, in arrival order
+            return await self.in_service(record)
+
+    async def in_service(self, record: RecordedRequest) -> Reply:
         state = self.state
         with state.lock:
             state.in_service += 1
             state.max_in_service = max(state.max_in_service, state.in_service)
         try:
-            rule = state.take_rule(record) if state.rules else None
-            if rule is None:
-                reply = self.owner.honest_reply(record)
-            else:
-                try:
-                    reply = rule.action(record, self.owner)
-                except Exception as exc:
-                    # A bug in a test's action: say so in the reply instead of dropping.
-                    reply = nim_error(500, f"fault rule raised {exc!r}")
-            pause = reply.delay
-            if reply.passages:
-                pause += state.settings.simulated_seconds(reply.passages)
-            if pause > 0:
-                await asyncio.sleep(pause)  # simulated GPU time; the loop keeps serving
-            return reply
+            return await self.compute(record)
         finally:
             with state.lock:
                 state.in_service -= 1
+
+    async def compute(self, record: RecordedRequest) -> Reply:
+        state = self.state
+        rule = state.take_rule(record) if state.rules else None
+        if rule is None:
+            reply = self.owner.honest_reply(record)
+        else:
+            try:
+                reply = rule.action(record, self.owner)
+            except Exception as exc:
+                # A bug in a test's action: say so in the reply instead of dropping.
+                reply = nim_error(500, f"fault rule raised {exc!r}")
+        pause = reply.delay
+        if reply.passages:
+            pause += state.settings.simulated_seconds(reply.passages)
+        if pause > 0:
+            await asyncio.sleep(pause)  # simulated GPU time; the loop keeps serving
+        return reply
 
     def encode(self, reply: Reply, *, close: bool, head_only: bool = False) -> bytes:
         body = reply.body
@@ -918,7 +929,8 @@ class RankingServer:
 
     @property
     def max_in_service(self) -> int:
-        """Most requests served at the same time (never above ``capacity``)."""
+        """Most ranking requests served at the same time since start or :meth:`reset`
+        (never above ``capacity``; queued ones and models/health requests not counted)."""
         return self._state.max_in_service
 
     def reset(self) -> None:
