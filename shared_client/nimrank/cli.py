@@ -80,6 +80,7 @@ def _run_serve(args: argparse.Namespace) -> int:
             max_passages=args.max_passages,
             max_passage_tokens=args.max_passage_tokens,
             log_requests=args.log_requests,
+            capacity=args.capacity,
         )
     except OSError as exc:
         # A port in use or an address not ours: the arguments, not a bug.
@@ -136,6 +137,13 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=512,
         help="passage length limit in words; longer ones are cut, or refused "
         'with truncate="NONE" (default: %(default)s)',
+    )
+    parser.add_argument(
+        "--capacity",
+        type=_positive_int,
+        default=None,
+        help="ranking requests served at once; the rest queue, as on a saturated "
+        "GPU (default: no limit)",
     )
     parser.add_argument(
         "--log-requests", action="store_true", help="print one line per request to stderr"

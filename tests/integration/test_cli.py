@@ -702,7 +702,10 @@ def test_a_closed_pipe_ends_the_command_quietly(server: RankingServer, tmp_path:
 def test_models_lists_the_servers_models(server: RankingServer) -> None:
     result = nimrank("models", "--base-url", server.url)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == ["nimrank/lexical-bm25"]
+    assert result.stdout.splitlines() == [
+        "nimrank/lexical-bm25",
+        "nvidia/llama-nemotron-rerank-vl-1b-v2",  # the server's ranking-vlm stand-in
+    ]
 
 
 def test_models_reports_auth_failures(jsonl_file: Path) -> None:

@@ -344,7 +344,7 @@ async def test_extra_headers_go_on_every_request(
 async def test_in_flight_requests_never_exceed_max_concurrency(
     fault_server: FaultServer, wire_protocol: str, make_client: MakeClient
 ) -> None:
-    fault_server.latency = 0.03  # requests overlap, so the peak shows the client's bound
+    fault_server.configure(latency_ms=30)  # requests overlap, so the peak shows the client's bound
     client = make_client(
         base_url=fault_server.url, protocol=wire_protocol, max_batch_size=2, max_concurrency=3
     )
@@ -385,7 +385,8 @@ async def test_sync_client_works_inside_a_running_event_loop(
 async def test_list_models_returns_the_served_model_ids(
     server: RankingServer | FaultServer, wire_protocol: str, make_client: MakeClient
 ) -> None:
-    expected = [server.settings.model] if isinstance(server, RankingServer) else list(server.models)
+    listed = (server.settings.model, server.settings.vlm_model)
+    expected = [model for model in listed if model is not None]
     client = make_client(base_url=server.url, protocol=wire_protocol)
 
     assert await client.list_models() == expected
@@ -404,7 +405,7 @@ def test_an_interrupted_sync_call_sends_none_of_its_remaining_batches(
 ) -> None:
     if threading.current_thread() is not threading.main_thread():
         pytest.skip("signals are handled in the main thread only")
-    fault_server.latency = 0.05
+    fault_server.configure(latency_ms=50)
     main = threading.get_ident()
 
     def raise_interrupted(signum: int, frame: FrameType | None) -> None:
@@ -435,7 +436,7 @@ def test_an_interrupted_sync_call_sends_none_of_its_remaining_batches(
 async def test_a_cancelled_async_call_stops_its_batches_and_leaves_the_pool_usable(
     fault_server: FaultServer,
 ) -> None:
-    fault_server.latency = 0.05
+    fault_server.configure(latency_ms=50)
     async with AsyncRankingClient(
         base_url=fault_server.url, max_batch_size=1, max_concurrency=2
     ) as client:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import contextlib
 import io
 import json
 import math
@@ -21,7 +24,15 @@ import httpx
 import pytest
 
 from nimrank.cli import main
-from nimrank.server import MODEL_DESCRIPTION, RankingServer, sigmoid
+from nimrank.server import (
+    MODEL_DESCRIPTION,
+    VLM_MODEL_ID,
+    RankingServer,
+    faults,
+    image_logit,
+    score,
+    sigmoid,
+)
 from seed_examples import NVIDIA_RERANK_PASSAGES as SEED_PASSAGES
 from seed_examples import QUERY as SEED_QUERY
 
@@ -348,13 +359,24 @@ def test_models_lists_the_lexical_stand_in(client: httpx.Client) -> None:
     assert reply.status_code == 200
     body = reply.json()
     assert body["object"] == "list"
-    [model] = body["data"]
+    model, vlm = body["data"]
     assert model["id"] == "nimrank/lexical-bm25"
     assert model["object"] == "model"
     assert model["owned_by"] == "nimrank"
+    assert model["type"] == "ranking"
     assert model["description"] == MODEL_DESCRIPTION
     assert "lexical bm25 stand-in" in model["description"].lower()
     assert "not from a neural" in model["description"]
+    # The image-and-text model, labelled as a stand-in too.
+    assert vlm["id"] == "nvidia/llama-nemotron-rerank-vl-1b-v2"
+    assert vlm["type"] == "ranking-vlm"
+    assert "stand-in" in vlm["description"]
+
+
+def test_models_lists_no_vlm_model_when_told_not_to() -> None:
+    with RankingServer(vlm_model=None) as server:
+        ids = [model["id"] for model in httpx.get(f"{server.url}/models").json()["data"]]
+    assert ids == ["nimrank/lexical-bm25"]
 
 
 def test_models_lists_the_configured_id() -> None:
@@ -740,3 +762,391 @@ def test_cli_serve_reports_a_busy_port(capsys: pytest.CaptureFixture[str]) -> No
         port = taken.getsockname()[1]
         assert main(["serve", "--port", str(port)]) == 2  # a usage error (issue 14), not a bug
     assert f"nimrank serve: cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- hostile input
+# Issue 11, items 17-20: each of these was accepted (or unbounded) by the old server.
+
+
+def _exchange_half_closed(server: RankingServer, payload: bytes) -> bytes:
+    """Send raw bytes, then close our sending side (EOF), and read the whole answer."""
+    with socket.create_connection((server.host, server.port), timeout=5) as sock:
+        sock.sendall(payload)
+        sock.shutdown(socket.SHUT_WR)
+        chunks = []
+        with contextlib.suppress(TimeoutError, ConnectionResetError):
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def _chunked_post(size_line: bytes, body: bytes) -> bytes:
+    return (
+        b"POST /v1/ranking HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + size_line
+        + b"\r\n"
+        + body
+        + b"\r\n0\r\n\r\n"
+    )
+
+
+@pytest.mark.parametrize("spelling", ["-1", "0x{n:x}", "{n_under}", "+{n:x}", " {n:x}"])
+def test_chunk_sizes_are_plain_hex_digits_only(server: RankingServer, spelling: str) -> None:
+    # A valid body behind the bad size line: a lenient parser (int(x, 16), or
+    # read(-1) reading to EOF) would have ranked it.
+    body = json.dumps(nim_body()).encode()
+    n_under = "_".join(f"{len(body):x}")
+    size_line = spelling.format(n=len(body), n_under=n_under).encode()
+    raw = _exchange_half_closed(server, _chunked_post(size_line, body))
+    assert raw.startswith(b"HTTP/1.1 400"), raw[:80]
+    assert b"Malformed chunked" in raw
+    assert b"Connection: close" in raw
+
+
+def test_a_chunk_without_its_closing_crlf_is_refused(server: RankingServer) -> None:
+    body = json.dumps(nim_body()).encode()
+    payload = _chunked_post(f"{len(body) - 2:x}".encode(), body)  # size 2 short
+    assert _exchange_half_closed(server, payload).startswith(b"HTTP/1.1 400")
+
+
+def test_a_chunked_body_past_the_limit_is_refused_before_it_is_sent(server: RankingServer) -> None:
+    payload = b"POST /v1/ranking HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n4000001\r\n"
+    assert _raw_exchange(server, payload).startswith(b"HTTP/1.1 413")
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [
+        b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
+        b"Transfer-Encoding: chunked\r\nContent-Length: 5\r\n",
+        b"Transfer-Encoding: gzip\r\n",
+        b"Transfer-Encoding: xchunkedx\r\n",
+        b"Transfer-Encoding: chunked, gzip\r\n",
+        b"Content-Length: 5\r\nContent-Length: 6\r\n",
+        b"Content-Length: +5\r\n",
+        b"Content-Length: 0x5\r\n",
+        b" Content-Length: 5\r\n",
+        b"Content-Length : 5\r\n",
+    ],
+)
+def test_ambiguous_framing_is_a_400_and_nothing_smuggled_runs(
+    server: RankingServer, framing: bytes
+) -> None:
+    smuggled = b"GET /v1/health/live HTTP/1.1\r\nHost: x\r\n\r\n"
+    payload = b"POST /v1/ranking HTTP/1.1\r\nHost: x\r\n" + framing + b"\r\n0\r\n\r\n" + smuggled
+    raw = _exchange_half_closed(server, payload)
+    assert raw.startswith(b"HTTP/1.1 400"), raw[:80]
+    assert raw.count(b"HTTP/1.1 ") == 1  # one answer, then the connection closed
+    assert all(request.path != "/v1/health/live" for request in server.requests)
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET /v1/models HTTP/1.1\nHost: x\n\n",  # bare LF line endings
+        b"GET /v1/models HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n",  # obsolete line folding
+        b"GET /v1/models HTTP/1.1\r\nHost: x\x00y\r\n\r\n",  # a NUL in a value
+        b"GET /v1/mo dels HTTP/1.1\r\n\r\n",
+        b"GET http://elsewhere/v1/models HTTP/1.1\r\n\r\n",
+        b"GET /v1/models HTTP/2.0\r\n\r\n",
+    ],
+)
+def test_malformed_heads_are_refused(server: RankingServer, head: bytes) -> None:
+    raw = _exchange_half_closed(server, head)
+    assert raw.startswith(b"HTTP/1.1 400"), raw[:80]
+    assert b'"status":400' in raw
+
+
+def test_a_huge_body_of_tiny_values_is_refused_before_decoding() -> None:
+    # 8 MiB of "[]," would be 2.8 million lists once decoded (the 63 MiB case of
+    # the issue was 1.7 GB); the scan refuses it without building one.
+    body = b'{"model":"m","query":{"text":"q"},"passages":[' + b"[]," * ((8 << 20) // 3) + b"[]]"
+    with RankingServer() as server:
+        started = time.monotonic()
+        reply = httpx.post(f"{server.url}/ranking", content=body, timeout=30)
+        elapsed = time.monotonic() - started
+    assert_nim_error(reply, 413, "JSON values")
+    assert elapsed < 10
+
+
+def test_a_large_body_with_commas_inside_strings_is_still_served(client: httpx.Client) -> None:
+    # Brackets and commas in passage texts are not JSON values: 2 MiB of them pass.
+    text = "GPU, memory, [bandwidth], {H100}, " * 60_000
+    reply = client.post("/ranking", json=nim_body(passages=[{"text": text}, {"text": "cake"}]))
+    assert reply.status_code == 200, reply.text[:200]
+    assert [r["index"] for r in reply.json()["rankings"]] == [0, 1]
+
+
+def test_idle_connections_are_closed_after_idle_timeout() -> None:
+    with RankingServer(idle_timeout=0.3) as server:
+        idle = socket.create_connection((server.host, server.port), timeout=5)
+        started = time.monotonic()
+        with idle:
+            assert idle.recv(1) == b""  # the server closed it
+        assert 0.2 < time.monotonic() - started < 3
+
+
+def test_at_the_connection_cap_the_longest_idle_connection_makes_room() -> None:
+    with RankingServer(max_connections=2) as server:
+        first = socket.create_connection((server.host, server.port), timeout=5)
+        time.sleep(0.05)
+        second = socket.create_connection((server.host, server.port), timeout=5)
+        time.sleep(0.05)
+        try:
+            # Two idle connections fill the cap; a real request still gets in.
+            reply = httpx.get(f"{server.url}/health/ready", timeout=5)
+            assert reply.status_code == 200
+            assert first.recv(1) == b""  # the oldest idle one was closed for it
+        finally:
+            first.close()
+            second.close()
+
+
+def test_at_the_connection_cap_with_every_connection_busy_a_new_one_gets_a_503() -> None:
+    with RankingServer(max_connections=2) as server:
+        server.inject_delay(1.0, times=2)
+        results: list[int] = []
+
+        def slow_call() -> None:
+            results.append(httpx.post(f"{server.url}/ranking", json=nim_body()).status_code)
+
+        threads = [threading.Thread(target=slow_call) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 5
+        while len(server.requests) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        reply = httpx.get(f"{server.url}/health/ready", timeout=5)
+        for thread in threads:
+            thread.join()
+    assert reply.status_code == 503
+    assert "Too many connections" in reply.json()["detail"]
+    assert results == [200, 200]
+
+
+def test_log_requests_escapes_control_characters_in_the_path() -> None:
+    stream = io.StringIO()
+    with RankingServer(log_requests=True, log_stream=stream) as server:
+        raw = _raw_exchange(server, b"GET /v1/\x1b[2J\x1b]0;owned\x07 HTTP/1.1\r\n\r\n")
+    assert raw.startswith(b"HTTP/1.1 400")
+    line = stream.getvalue()
+    assert "\x1b" not in line
+    assert "\x07" not in line
+    assert "/v1/\\x1b[2J\\x1b]0;owned\\x07" in line
+
+
+# --------------------------------------------------------------------------- capacity
+
+
+def _concurrent_posts(server: RankingServer, count: int) -> list[int]:
+    async def run() -> list[int]:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            replies = await asyncio.gather(
+                *(http.post("/ranking", json=nim_body()) for _ in range(count))
+            )
+        return [reply.status_code for reply in replies]
+
+    return asyncio.run(run())
+
+
+def test_capacity_serves_n_requests_at_once_and_queues_the_rest() -> None:
+    with RankingServer(capacity=2, latency_ms=100) as server:
+        started = time.monotonic()
+        statuses = _concurrent_posts(server, 6)
+        elapsed = time.monotonic() - started
+        assert statuses == [200] * 6
+        assert server.max_in_service == 2  # never more in service than the capacity
+        assert server.max_in_flight > 2  # the others waited for a slot
+    assert elapsed >= 0.29  # three rounds of 100 ms, not one
+
+
+def test_without_capacity_every_request_is_served_at_once() -> None:
+    with RankingServer(latency_ms=100) as server:
+        assert _concurrent_posts(server, 6) == [200] * 6
+        assert server.max_in_service == 6
+
+
+def test_capacity_leaves_health_probes_alone() -> None:
+    with RankingServer(capacity=1, latency_ms=500) as server:
+        server.inject_delay(0.0)  # any rule: the queue is the point
+        slow = threading.Thread(target=lambda: _concurrent_posts(server, 1))
+        slow.start()
+        time.sleep(0.1)
+        started = time.monotonic()
+        assert httpx.get(f"{server.url}/health/ready", timeout=5).status_code == 200
+        assert time.monotonic() - started < 0.3
+        slow.join()
+
+
+@pytest.mark.parametrize("capacity", [0, -1, True])
+def test_capacity_must_be_positive(capacity: int) -> None:
+    with pytest.raises(ValueError, match="capacity"):
+        RankingServer(capacity=capacity)
+
+
+def test_cli_serve_takes_capacity() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nimrank", "serve", "--port=0", "--capacity=1", "--latency-ms=200"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    found = URL_LINE.search(process.stderr.readline())
+    assert found is not None
+    url = found.group(1)
+    try:
+        with httpx.Client(base_url=url, timeout=10) as http:
+
+            def call() -> None:
+                http.post("/ranking", json=nim_body())
+
+            threads = [threading.Thread(target=call) for _ in range(2)]
+            started = time.monotonic()
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert time.monotonic() - started >= 0.39  # one after the other
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=10)
+
+
+# --------------------------------------------------------------------------- fault rules
+
+
+def test_a_trickled_reply_arrives_whole_one_byte_at_a_time(server: RankingServer) -> None:
+    server.add_rule(faults.trickled(0.002, faults.respond(200, {"rankings": []})), times=1)
+    with socket.create_connection((server.host, server.port), timeout=5) as sock:
+        sock.sendall(b"POST /v1/ranking HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}")
+        reads: list[bytes] = []
+        while not b"".join(reads).endswith(b'{"rankings": []}'):
+            chunk = sock.recv(65536)
+            assert chunk
+            reads.append(chunk)
+    assert len(reads) > 20  # it came in pieces, not in one send
+
+
+def test_rules_match_in_order_and_count_their_uses(server: RankingServer) -> None:
+    server.add_rule(faults.error(503, "first"), match=faults.nth(1))
+    rule = server.add_rule(faults.error(429, "limited"), times=2)
+    statuses = [httpx.post(f"{server.url}/ranking", json=nim_body()).status_code for _ in range(4)]
+    assert statuses == [503, 429, 429, 200]
+    assert rule.used == 2
+    assert server.pending_faults == 0
+
+
+# --------------------------------------------------------------------------- VLM passages
+
+PNG = b"\x89PNG\r\n\x1a\n fake image bytes"
+OTHER = b"\xff\xd8\xff another image"
+
+
+def _data_url(data: bytes, kind: str = "png") -> str:
+    return f"data:image/{kind};base64,{base64.b64encode(data).decode()}"
+
+
+def _vlm_body(passages: list[dict[str, Any]], model: str = VLM_MODEL_ID) -> dict[str, Any]:
+    return {"model": model, "query": {"text": "memory bandwidth"}, "passages": passages}
+
+
+def test_the_vlm_model_scores_text_image_and_both(client: httpx.Client) -> None:
+    passages = [
+        {"image": _data_url(PNG)},
+        {"text": "memory bandwidth", "image": _data_url(OTHER, "jpeg")},
+        {"text": "memory bandwidth"},
+    ]
+    reply = client.post("/ranking", json=_vlm_body(passages))
+    assert reply.status_code == 200, reply.text
+    logits = {r["index"]: r["logit"] for r in reply.json()["rankings"]}
+    text_only = score("memory bandwidth", "memory bandwidth")
+    assert logits[0] == image_logit(PNG)  # image only: the image term alone
+    assert logits[1] == text_only + image_logit(OTHER)
+    assert logits[2] == text_only
+    assert -1 <= image_logit(PNG) < 1
+
+
+def test_image_scores_are_stable_and_differ_between_images(client: httpx.Client) -> None:
+    body = _vlm_body([{"image": _data_url(PNG)}, {"image": _data_url(OTHER)}])
+    first = client.post("/ranking", json=body).json()
+    assert client.post("/ranking", json=body).json() == first
+    assert image_logit(PNG) != image_logit(OTHER)
+
+
+@pytest.mark.parametrize(
+    ("passage", "fragment"),
+    [
+        ({"image": "https://example.com/cat.png"}, "base64 data URL"),
+        ({"image": "data:text/plain;base64,aGk="}, "base64 data URL"),
+        ({"image": "data:image/png;base64,@@@"}, "base64 data URL"),
+        ({"image": "data:image/png;base64,aGk"}, "not valid base64"),
+        ({"image": 7}, "expected a string"),
+        ({"image": _data_url(PNG), "text": None}, "expected a string, got null"),
+        ({}, "field required (or image)"),
+    ],
+)
+def test_bad_image_passages_are_refused(
+    client: httpx.Client, passage: dict[str, Any], fragment: str
+) -> None:
+    reply = client.post("/ranking", json=_vlm_body([passage]))
+    assert_nim_error(reply, 400, fragment)
+
+
+def test_a_text_model_refuses_images_naming_the_vlm_model(client: httpx.Client) -> None:
+    reply = client.post("/ranking", json=_vlm_body([{"image": _data_url(PNG)}], model="m"))
+    assert_nim_error(reply, 400, "does not take images")
+    assert VLM_MODEL_ID in reply.json()["detail"]
+
+
+def test_the_cohere_route_refuses_image_documents_with_a_422(client: httpx.Client) -> None:
+    documents = [{"text": "memory", "image": _data_url(PNG)}]
+    reply = client.post("/rerank", json=rerank_body(documents=documents))
+    assert reply.status_code == 422
+    assert "text only" in reply.json()["message"]
+
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_with_few_file_descriptors_idle_connections_neither_starve_requests_nor_spin() -> None:
+    # The server may open 100 descriptors; 200 idle clients connect. It must keep
+    # answering real requests and must not burn CPU in a failing accept loop.
+    code = (
+        "import resource; resource.setrlimit(resource.RLIMIT_NOFILE, (100, 100)); "
+        "from nimrank.cli import main; main(['serve', '--port', '0'])"
+    )
+    process = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    found = URL_LINE.search(process.stderr.readline())
+    assert found is not None, "the server did not start"
+    url = found.group(1)
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    idle: list[socket.socket] = []
+    try:
+        for _ in range(200):
+            idle.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        cpu_before = _cpu_seconds(process.pid)
+        time.sleep(1.0)
+        assert _cpu_seconds(process.pid) - cpu_before < 0.3  # no spinning accept loop
+        reply = httpx.post(f"{url}/ranking", json=nim_body(), timeout=10)
+        assert reply.status_code == 200
+    finally:
+        for sock in idle:
+            sock.close()
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=10)
+
+
+def test_health_probes_do_not_count_as_in_service() -> None:
+    with RankingServer(capacity=1, latency_ms=300) as server:
+        slow = threading.Thread(target=lambda: _concurrent_posts(server, 1))
+        slow.start()
+        time.sleep(0.1)
+        for _ in range(3):
+            assert httpx.get(f"{server.url}/health/ready", timeout=5).status_code == 200
+        slow.join()
+        assert server.max_in_service == 1

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from nimrank.server.scoring import (
+    AVG_DOC_LEN,
     EMPTY_PASSAGE_LOGIT,
     K1,
     LOGIT_SCALE,
     NO_MATCH_LOGIT,
+    B,
+    image_logit,
     prepare_query,
     score,
     score_passages,
@@ -163,3 +167,80 @@ def test_sigmoid_is_monotonic_over_the_logit_range() -> None:
     assert values == sorted(values)
     assert len(set(values)) == len(values)
     assert sigmoid(0.0) == 0.5
+
+
+def _reference_score(query: str, passage: str) -> float:
+    """The scoring rule written plainly: tokenize, stem every token, sum in order."""
+    prepared = prepare_query(query)
+    tokens = tokenize(passage)
+    if not tokens:
+        return EMPTY_PASSAGE_LOGIT
+    counts: dict[str, int] = {}
+    for token in tokens:
+        if token in prepared.terms:
+            counts[token] = counts.get(token, 0) + 1
+    if not counts:
+        return NO_MATCH_LOGIT
+    norm = K1 * (1.0 - B + B * len(tokens) / AVG_DOC_LEN)
+    gained = sum(prepared.terms[t] * tf * (K1 + 1.0) / (tf + norm) for t, tf in counts.items())
+    return LOGIT_SCALE * gained / prepared.total_weight + NO_MATCH_LOGIT
+
+
+# Words that exercise every stemming rule, in ASCII and not.
+_STEM_WORDS = [
+    "gpu",
+    "gpus",
+    "GPUs",
+    "memory",
+    "memories",
+    "box",
+    "boxes",
+    "class",
+    "classes",
+    "status",
+    "bus",
+    "buses",
+    "analysis",
+    "wish",
+    "wishes",
+    "glass",
+    "glasses",
+    "fly",
+    "flies",
+    "y",
+    "ys",
+    "s",
+    "does",
+    "the",
+    "H100",
+    "h100s",
+    "x",
+    "xes",
+    "café",
+    "Straße",
+    "naïve_word",
+    "snake_case",
+    "3TB",
+    "900GB",
+]
+stem_heavy = st.lists(
+    st.one_of(st.sampled_from(_STEM_WORDS), st.text(max_size=6)), max_size=40
+).flatmap(lambda words: st.sampled_from([" ", ",", "-", "  ", "/"]).map(lambda s: s.join(words)))
+
+
+@given(query=st.one_of(stem_heavy, texts), passage=st.one_of(stem_heavy, texts))
+def test_the_fast_ascii_path_scores_exactly_like_the_plain_rule(query: str, passage: str) -> None:
+    # The server counts ASCII passages through the query's surface forms, not
+    # by stemming every word; the score must be the same float, bit for bit.
+    assert score(query, passage) == _reference_score(query, passage)
+    ascii_only = passage.encode("ascii", "ignore").decode()
+    assert score(query, ascii_only) == _reference_score(query, ascii_only)
+
+
+def test_image_logit_is_the_documented_sha256_fraction() -> None:
+    data = b"\x89PNG not really"
+    fraction = int.from_bytes(hashlib.sha256(data).digest()[:8], "big") / 2.0**64
+    assert image_logit(data) == 2.0 * fraction - 1.0
+    assert image_logit(data) == image_logit(bytes(data))
+    assert image_logit(b"a") != image_logit(b"b")
+    assert all(-1.0 <= image_logit(bytes([n])) < 1.0 for n in range(256))

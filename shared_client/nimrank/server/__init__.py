@@ -2,9 +2,12 @@
 
 A stand-in for a real reranker so demos, examples and tests run with no GPU,
 no API key and no network. It implements NVIDIA NIM's ``POST /v1/ranking``
-contract and the Cohere/Jina-style ``POST /v1/rerank``, and labels itself a
+contract (text passages, and image passages for the listed ``ranking-vlm``
+model) and the Cohere/Jina-style ``POST /v1/rerank``, and labels itself a
 lexical BM25 stand-in everywhere it can (``/v1/models``, the startup line).
-Nothing in the client falls back to it silently.
+Nothing in the client falls back to it silently. Tests script misbehaviour
+with :meth:`RankingServer.add_rule` and the actions of
+:mod:`nimrank.server.faults`.
 
 Example:
     >>> from nimrank.server import RankingServer
@@ -12,16 +15,36 @@ Example:
     ...     base_url = server.url  # http://127.0.0.1:<port>/v1
 """
 
-from nimrank.server.app import RankingServer, RecordedRequest, serve
-from nimrank.server.routes import DEFAULT_MODEL_ID, MODEL_DESCRIPTION, ServerSettings
-from nimrank.server.scoring import prepare_query, score, score_passages, score_prepared, sigmoid
+from nimrank.server.app import DISCONNECTED, IN_PROGRESS, RankingServer, RecordedRequest, serve
+from nimrank.server.faults import Rule
+from nimrank.server.routes import (
+    DEFAULT_MODEL_ID,
+    MODEL_DESCRIPTION,
+    VLM_MODEL_ID,
+    Reply,
+    ServerSettings,
+)
+from nimrank.server.scoring import (
+    image_logit,
+    prepare_query,
+    score,
+    score_passages,
+    score_prepared,
+    sigmoid,
+)
 
 __all__ = [
     "DEFAULT_MODEL_ID",
+    "DISCONNECTED",
+    "IN_PROGRESS",
     "MODEL_DESCRIPTION",
+    "VLM_MODEL_ID",
     "RankingServer",
     "RecordedRequest",
+    "Reply",
+    "Rule",
     "ServerSettings",
+    "image_logit",
     "prepare_query",
     "score",
     "score_passages",

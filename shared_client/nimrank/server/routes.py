@@ -25,19 +25,25 @@ a NIM stand-in first.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import math
+import random
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any, Final
+from typing import Any, Final, Literal
 
-from nimrank.server.scoring import prepare_query, score_prepared, sigmoid
+from nimrank.server.scoring import image_logit, prepare_query, score_prepared, sigmoid
 
 __all__ = [
     "DEFAULT_MODEL_ID",
+    "MAX_JSON_VALUES",
     "MODEL_DESCRIPTION",
+    "VLM_MODEL_DESCRIPTION",
+    "VLM_MODEL_ID",
     "NotJson",
     "Reply",
     "ServerSettings",
@@ -57,6 +63,25 @@ MODEL_DESCRIPTION: Final = (
     "from word overlap, not from a neural cross-encoder reranker."
 )
 
+VLM_MODEL_ID: Final = "nvidia/llama-nemotron-rerank-vl-1b-v2"
+"""The image-and-text (``ranking-vlm``) model the server lists; only it takes images."""
+
+VLM_MODEL_DESCRIPTION: Final = (
+    "Lexical stand-in for NVIDIA's VLM reranker, served by `nimrank serve`: a passage's "
+    "logit is its text's BM25 score plus a stable value derived from the SHA-256 of its "
+    "image bytes (image-only passages: the image term only). Not a neural model."
+)
+
+MAX_JSON_VALUES: Final = 100_000
+"""Most JSON arrays, objects and list items a large request body may hold.
+
+Counted on the raw bytes before decoding, so a 63 MiB body of ``[],[],...``
+(20 million empty lists, ~1.7 GB once decoded) is refused at the cost of one
+scan; 1,000 documents with metadata stay far below it."""
+
+_LARGE_BODY: Final = 1 << 20
+"""Bodies up to this size are decoded directly: they cannot decode to much."""
+
 NIM_FIELDS: Final = ("model", "query", "passages", "truncate")
 TRUNCATE_MODES: Final = ("NONE", "END")
 
@@ -74,6 +99,14 @@ class ServerSettings:
         max_documents: cap on documents per ``/rerank`` request.
         max_passage_tokens: longest passage, in whitespace-separated words;
             longer ones are cut (``truncate=END``) or refused (``NONE``).
+        vlm_model: id of the image-and-text model also listed (None: only
+            ``model``); requests naming it may send image passages.
+        shuffle_rankings: send NIM rankings in a seeded random order rather
+            than best first (the contract promises no order), so a client
+            matching scores by position instead of ``index`` gets caught.
+        rerank_scores: ``"sigmoid"`` (Cohere-like, in (0, 1)) or ``"logit"``
+            (the raw NIM logit, as the LiteLLM proxy sends for NIM models)
+            for ``relevance_score`` on the ``/rerank`` routes.
     """
 
     model: str = DEFAULT_MODEL_ID
@@ -82,6 +115,9 @@ class ServerSettings:
     max_passages: int = 512
     max_documents: int = 1000
     max_passage_tokens: int = 512
+    vlm_model: str | None = VLM_MODEL_ID
+    shuffle_rankings: bool = False
+    rerank_scores: Literal["sigmoid", "logit"] = "sigmoid"
 
     def __post_init__(self) -> None:
         for latency in (self.latency_ms, self.per_passage_ms):
@@ -89,6 +125,10 @@ class ServerSettings:
                 raise ValueError(f"simulated latencies must be finite and >= 0, got {latency}")
         if min(self.max_passages, self.max_documents, self.max_passage_tokens) < 1:
             raise ValueError("limits must be >= 1")
+        if self.rerank_scores not in ("sigmoid", "logit"):
+            raise ValueError(
+                f"rerank_scores must be 'sigmoid' or 'logit', got {self.rerank_scores!r}"
+            )
 
     def simulated_seconds(self, passages: int) -> float:
         """Simulated GPU time for one request scoring ``passages`` passages."""
@@ -97,23 +137,35 @@ class ServerSettings:
 
 @dataclass(frozen=True)
 class Reply:
-    """One HTTP response, ready to encode.
+    """One HTTP response, ready to encode (or a scripted misbehaviour).
 
     Attributes:
         status: HTTP status code.
-        body: JSON-serialisable payload.
-        headers: extra response headers (Content-Type/Length are added later).
+        body: JSON-serialisable payload, or raw ``bytes`` sent as they are.
+        headers: extra response headers (Content-Length is added later,
+            Content-Type too unless given).
         passages: passages scored; drives the simulated GPU latency.
+        delay: seconds to wait before answering (the request stays in flight).
+        drop: close the connection without sending a byte.
+        trickle: send the reply one byte at a time, this many seconds apart
+            (a server that dribbles; the headers come the same way).
     """
 
-    status: int
-    body: Any
+    status: int = 200
+    body: Any = b""
     headers: Mapping[str, str] = field(default_factory=dict)
     passages: int = 0
+    delay: float = 0.0
+    drop: bool = False
+    trickle: float = 0.0
 
 
 class _Invalid(Exception):
     """A request the server refuses; its message goes into the error body."""
+
+
+class _Unsupported(_Invalid):
+    """A well-formed request asking for what the route cannot do (a 422)."""
 
 
 class NotJson:
@@ -151,6 +203,21 @@ def cohere_error(status: int, message: str) -> Reply:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def too_many_values(raw: bytes) -> bool:
+    """Whether a large body holds more than :data:`MAX_JSON_VALUES` arrays, objects and items.
+
+    Brackets and commas inside strings are not counted: strings are blanked
+    first (a passage full of commas is one value).
+    """
+    if len(raw) <= _LARGE_BODY:
+        return False
+    skeleton = _JSON_STRING.sub(b"", raw)
+    return skeleton.count(b",") + skeleton.count(b"[") + skeleton.count(b"{") > MAX_JSON_VALUES
+
+
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 
 
 def parse_json(raw: bytes) -> Any:
@@ -199,11 +266,44 @@ def _fit(text: str, max_words: int, *, refuse: bool, where: str) -> str:
     return " ".join(words[:max_words])
 
 
-def _ranked(query: str, texts: Sequence[str]) -> list[tuple[int, float]]:
-    """(index, logit) pairs, best first, ties by index (a stable order)."""
+# A passage to score: its text and/or its decoded image bytes.
+_Passage = tuple[str | None, bytes | None]
+
+
+def _ranked(query: str, passages: Sequence[_Passage]) -> list[tuple[int, float]]:
+    """(index, logit) pairs, best first, ties by index (a stable order).
+
+    A passage's logit is its text's score (when it has a text) plus its
+    image's term (when it has an image): see :func:`scoring.image_logit`.
+    """
     prepared = prepare_query(query)
-    logits = [score_prepared(prepared, text) for text in texts]
+    logits = [
+        (0.0 if text is None else score_prepared(prepared, text))
+        + (0.0 if image is None else image_logit(image))
+        for text, image in passages
+    ]
     return sorted(enumerate(logits), key=lambda pair: (-pair[1], pair[0]))
+
+
+_DATA_URL = re.compile(r"data:image/[A-Za-z0-9.+-]+;base64,([A-Za-z0-9+/=\s]*)")
+
+
+def _decode_image(value: object, where: str) -> bytes:
+    """The bytes of a ``data:image/...;base64,`` URL, or a refusal saying why."""
+    if not isinstance(value, str):
+        raise _Invalid(
+            f"{where}: expected a string (a data:image/...;base64, URL), got {_kind(value)}"
+        )
+    matched = _DATA_URL.fullmatch(value)
+    if matched is None:
+        raise _Invalid(f"{where}: expected a base64 data URL, data:image/<type>;base64,<data>")
+    try:
+        data = base64.b64decode("".join(matched.group(1).split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise _Invalid(f"{where}: the data URL is not valid base64") from None
+    if not data:
+        raise _Invalid(f"{where}: the image is empty")
+    return data
 
 
 # --------------------------------------------------------------------------- NIM
@@ -224,7 +324,33 @@ def _nim_text_object(value: object, where: str) -> str:
     return text
 
 
-def _validate_nim(body: object, settings: ServerSettings) -> tuple[str, list[str]]:
+def _nim_passage(value: object, where: str, *, images: bool, model: str) -> _Passage:
+    """Validate a passage, ``{"text": str}``, and with a VLM model ``{"image": url}`` or both."""
+    if type(value) is dict and len(value) == 1 and type(value.get("text")) is str:
+        return value["text"], None  # the common case, checked in one go
+    if not isinstance(value, dict):
+        raise _Invalid(f'{where}: expected an object like {{"text": "..."}}, got {_kind(value)}')
+    if "image" in value and not images:
+        raise _Invalid(
+            f"{where}.image: model {model!r} does not take images; image passages need "
+            f"a ranking-vlm model ({VLM_MODEL_ID})"
+        )
+    allowed = ("text", "image") if images else ("text",)
+    for key in value:
+        if key not in allowed:
+            raise _Invalid(f"{where}.{key}: unknown field, expected one of {', '.join(allowed)}")
+    if "text" not in value and "image" not in value:
+        raise _Invalid(f"{where}.text: field required" + (" (or image)" if images else ""))
+    text = value.get("text")
+    if text is not None and not isinstance(text, str):
+        raise _Invalid(f"{where}.text: expected a string, got {_kind(text)}")
+    if "text" in value and text is None:
+        raise _Invalid(f"{where}.text: expected a string, got null")
+    image = _decode_image(value["image"], f"{where}.image") if "image" in value else None
+    return text, image
+
+
+def _validate_nim(body: object, settings: ServerSettings) -> tuple[str, list[_Passage]]:
     """Check a ``/v1/ranking`` body; return the query and the passages to score."""
     if isinstance(body, NotJson):
         raise _Invalid(f"Request body is not valid JSON: {body.reason}")
@@ -256,24 +382,31 @@ def _validate_nim(body: object, settings: ServerSettings) -> tuple[str, list[str
             f"passages: at most {settings.max_passages} passages are allowed per request, "
             f"got {len(passages)}"
         )
-    texts = []
+    images = settings.vlm_model is not None and body["model"] == settings.vlm_model
+    checked: list[_Passage] = []
     for position, passage in enumerate(passages):
         where = f"passages[{position}]"
-        text = _nim_text_object(passage, where)
-        texts.append(
-            _fit(text, settings.max_passage_tokens, refuse=truncate == "NONE", where=where)
-        )
-    return query, texts
+        text, image = _nim_passage(passage, where, images=images, model=body["model"])
+        if text is not None:
+            text = _fit(text, settings.max_passage_tokens, refuse=truncate == "NONE", where=where)
+        checked.append((text, image))
+    return query, checked
 
 
-def rank_nim(body: object, settings: ServerSettings) -> Reply:
-    """Answer NIM ``POST /v1/ranking``: ``{"rankings": [{"index", "logit"}]}``."""
+def rank_nim(body: object, settings: ServerSettings, seed: int = 0) -> Reply:
+    """Answer NIM ``POST /v1/ranking``: ``{"rankings": [{"index", "logit"}]}``.
+
+    Best first, unless ``settings.shuffle_rankings``: then in an order
+    shuffled by ``seed`` (reproducible, rarely the input order).
+    """
     try:
-        query, texts = _validate_nim(body, settings)
+        query, passages = _validate_nim(body, settings)
     except _Invalid as exc:
         return nim_error(400, str(exc))
-    rankings = [{"index": index, "logit": logit} for index, logit in _ranked(query, texts)]
-    return Reply(200, {"rankings": rankings}, passages=len(texts))
+    rankings = [{"index": index, "logit": logit} for index, logit in _ranked(query, passages)]
+    if settings.shuffle_rankings:
+        random.Random(seed).shuffle(rankings)
+    return Reply(200, {"rankings": rankings}, passages=len(passages))
 
 
 # --------------------------------------------------------------------------- Cohere / Jina
@@ -311,6 +444,12 @@ def _validate_rerank(
         )
     texts = []
     for position, document in enumerate(documents):
+        if isinstance(document, dict) and "image" in document:
+            raise _Unsupported(
+                f"invalid request: documents[{position}] has an image; the /rerank "
+                "(Cohere/Jina) protocol takes text only. Send image passages to NIM "
+                f"/v1/ranking with a ranking-vlm model ({VLM_MODEL_ID})"
+            )
         if isinstance(document, dict) and isinstance(document.get("text"), str):
             text = document["text"]
         elif isinstance(document, str):
@@ -344,13 +483,14 @@ def rerank(body: object, settings: ServerSettings) -> Reply:
     try:
         query, texts, top_n, return_documents, model = _validate_rerank(body, settings)
     except _Invalid as exc:
-        return cohere_error(400, str(exc))
-    ranked = _ranked(query, texts)
+        return cohere_error(422 if isinstance(exc, _Unsupported) else 400, str(exc))
+    ranked = _ranked(query, [(text, None) for text in texts])
     if top_n is not None:
         ranked = ranked[:top_n]
     results: list[dict[str, Any]] = []
     for index, logit in ranked:
-        result: dict[str, Any] = {"index": index, "relevance_score": sigmoid(logit)}
+        relevance = sigmoid(logit) if settings.rerank_scores == "sigmoid" else logit
+        result: dict[str, Any] = {"index": index, "relevance_score": relevance}
         if return_documents:
             result["document"] = {"text": texts[index]}
         results.append(result)
@@ -369,17 +509,28 @@ def rerank(body: object, settings: ServerSettings) -> Reply:
 
 
 def list_models(settings: ServerSettings) -> Reply:
-    """Answer ``GET /v1/models`` with the single (clearly labelled) model."""
-    model = {
-        "id": settings.model,
-        "object": "model",
-        "created": 0,
-        "owned_by": "nimrank",
-        "description": MODEL_DESCRIPTION,
-        "max_passages": settings.max_passages,
-        "max_passage_tokens": settings.max_passage_tokens,
-    }
-    return Reply(200, {"object": "list", "data": [model]})
+    """Answer ``GET /v1/models``: the text model, then the VLM one (clearly labelled).
+
+    Each entry says its ``type``: ``ranking`` (text) or ``ranking-vlm`` (text
+    and images), as NVIDIA's catalog distinguishes them.
+    """
+    listed = [(settings.model, "ranking", MODEL_DESCRIPTION)]
+    if settings.vlm_model is not None and settings.vlm_model != settings.model:
+        listed.append((settings.vlm_model, "ranking-vlm", VLM_MODEL_DESCRIPTION))
+    models = [
+        {
+            "id": model_id,
+            "object": "model",
+            "created": 0,
+            "owned_by": "nimrank",
+            "type": kind,
+            "description": description,
+            "max_passages": settings.max_passages,
+            "max_passage_tokens": settings.max_passage_tokens,
+        }
+        for model_id, kind, description in listed
+    ]
+    return Reply(200, {"object": "list", "data": models})
 
 
 _Handler = Callable[[object, ServerSettings], Reply]
@@ -420,7 +571,9 @@ def allowed_methods(path: str) -> list[str]:
     return methods
 
 
-def dispatch(method: str, path: str, body: object, settings: ServerSettings) -> Reply:
+def dispatch(
+    method: str, path: str, body: object, settings: ServerSettings, *, seed: int = 0
+) -> Reply:
     """Answer one request.
 
     Args:
@@ -429,6 +582,7 @@ def dispatch(method: str, path: str, body: object, settings: ServerSettings) -> 
         body: the body as :func:`parse_json` decoded it (a :class:`NotJson`
             when it is not JSON); ignored by routes that take no body.
         settings: the server's current settings.
+        seed: seeds the order of shuffled rankings (``shuffle_rankings``).
 
     Never raises for any input: bad input becomes a 4xx :class:`Reply`.
     """
@@ -442,4 +596,6 @@ def dispatch(method: str, path: str, body: object, settings: ServerSettings) -> 
         message = f"Method {method} not allowed on {path}; allowed: {allowed}"
         reply = cohere_error(405, message) if family == _COHERE else nim_error(405, message)
         return Reply(reply.status, reply.body, {"Allow": allowed})
+    if handler is rank_nim:
+        return rank_nim(body, settings, seed)
     return handler(body, settings)
