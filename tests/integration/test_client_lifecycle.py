@@ -25,6 +25,7 @@ from nimrank import (
     RankingOptions,
 )
 from nimrank.server import DEFAULT_MODEL_ID, RankingServer, score_passages
+from nimrank.server.faults import path_endswith, respond
 
 QUERY = "gpu memory bandwidth"
 PASSAGES = [f"passage {i} about {'gpu memory' if i % 3 == 0 else 'cake'}" for i in range(40)]
@@ -83,16 +84,16 @@ def test_no_request_at_all_for_top_n_zero_or_blank_passages(
     assert ranking_server.requests == []
 
 
-def test_a_service_listing_no_model_is_a_clear_error() -> None:
-    import httpx
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, json={"object": "list", "data": []})
-
-    client = RankingClient(base_url="http://127.0.0.1:9/v1")
-    client._http = httpx.Client(transport=httpx.MockTransport(handler))
-    with pytest.raises(RankingError, match="lists no ranking model: pass model="):
+def test_a_service_listing_no_model_is_a_clear_error(ranking_server: RankingServer) -> None:
+    ranking_server.add_rule(
+        respond(200, {"object": "list", "data": []}), match=path_endswith("/models")
+    )
+    with (
+        RankingClient(base_url=ranking_server.url) as client,
+        pytest.raises(RankingError, match="lists no ranking model: pass model="),
+    ):
         client.rank(QUERY, PASSAGES)
+    assert [r.path for r in ranking_server.requests] == ["/v1/models"]
 
 
 def test_the_hosted_catalog_defaults_to_nvidias_newest_default(

@@ -443,7 +443,9 @@ def test_a_key_read_with_its_line_end_is_refused_without_showing_it(
     cases: list[dict[str, Any]] = [{"api_key": FAKE_KEY + ending}, {}]
     for options in cases:
         monkeypatch.setenv("NVIDIA_API_KEY", FAKE_KEY + ending)
-        with pytest.raises(ValueError, match="API key has a character HTTP headers cannot carry") as caught:
+        with pytest.raises(
+            ValueError, match="API key has a character HTTP headers cannot carry"
+        ) as caught:
             client_class(base_url=LOCAL, **options)
         assert FAKE_KEY not in str(caught.value)
 
