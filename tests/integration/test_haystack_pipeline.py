@@ -398,7 +398,7 @@ def test_the_example_runs_offline_and_ranks_h100_first(capsys: pytest.CaptureFix
 
 def test_available_models_lists_what_the_service_serves(ranking_server: RankingServer) -> None:
     ranker = NIMRanker(api_url=ranking_server.url)
-    assert ranker.available_models() == [DEFAULT_MODEL_ID]
+    assert ranker.available_models() == [DEFAULT_MODEL_ID, VLM]
     ranker.close()
 
 
