@@ -25,8 +25,10 @@ def resolve_api_key(api_key: str | None, protocol: str, endpoints: Endpoints) ->
     """The key to send: ``api_key``, else the environment's, else ``None``.
 
     NIM reads ``NVIDIA_API_KEY`` then ``NVIDIA_NIM_API_KEY``; a Cohere-style
-    service on a known host reads that host's variable. Hosted services need a
-    key (``MissingAPIKeyError`` names the variable); others may need none.
+    service on a known host reads that host's variable. ``api_key=""`` sends
+    no key and reads no variable (a proxy that must not see one). Hosted
+    services need a key (``MissingAPIKeyError`` names the variable); others may
+    need none.
     """
     if api_key is not None and not isinstance(api_key, str):
         raise TypeError("api_key must be a string")
@@ -40,7 +42,7 @@ def resolve_api_key(api_key: str | None, protocol: str, endpoints: Endpoints) ->
         # LiteLLM proxy may need no key at all.
         names = HOSTED_KEY_VARIABLES.get(httpx.URL(endpoints.ranking_url).host, ())
         required = bool(names)
-    for name in names:
+    for name in names if api_key is None else ():
         if os.environ.get(name):
             return os.environ[name]
     if required:

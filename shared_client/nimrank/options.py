@@ -72,7 +72,7 @@ class RankingOptions:
         repr=False,
         metadata=_doc(
             "The API key; None: NVIDIA_API_KEY / NVIDIA_NIM_API_KEY (nim) or the host's own "
-            "variable (cohere). Never shown, logged or pickled."
+            "variable (cohere); '': no key at all. Never shown, logged or pickled."
         ),
     )
     protocol: Protocol = field(
@@ -149,7 +149,9 @@ class RankingOptions:
     )
 
     def __post_init__(self) -> None:
-        if self.model is not None and (not isinstance(self.model, str) or not self.model.strip()):
+        if self.model is not None and not isinstance(self.model, str):
+            raise TypeError(f"model must be None or a string, got {self.model!r}")
+        if self.model is not None and not self.model.strip():
             raise ValueError(f"model must be None or a non-empty string, got {self.model!r}")
         if self.base_url is not None and not isinstance(self.base_url, str):
             raise TypeError(f"base_url must be a string or None, got {self.base_url!r}")

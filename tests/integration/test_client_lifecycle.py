@@ -18,6 +18,7 @@ import pytest
 
 from nimrank import (
     AsyncRankingClient,
+    MissingAPIKeyError,
     RankingClient,
     RankingClients,
     RankingConnectionError,
@@ -293,3 +294,20 @@ def test_a_closed_client_raises_typed_errors_when_a_call_loses_the_race() -> Non
     http.close()
     with pytest.raises(RankingConnectionError, match="closed"):
         client.rank(QUERY, PASSAGES[:2])
+
+
+def test_an_empty_api_key_sends_none_and_reads_no_variable(
+    ranking_server: RankingServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NVIDIA_API_KEY", "nvapi-fake-key")
+    with RankingClient(base_url=ranking_server.url, model="m", api_key="") as client:
+        client.rank(QUERY, PASSAGES[:2])
+    assert "authorization" not in ranking_server.requests[0].headers
+
+
+def test_an_empty_api_key_on_the_hosted_catalog_is_a_missing_key(
+    monkeypatch: pytest.MonkeyPatch, no_base_url_variables: None
+) -> None:
+    monkeypatch.setenv("NVIDIA_API_KEY", "nvapi-fake-key")
+    with pytest.raises(MissingAPIKeyError):
+        RankingClient(api_key="")

@@ -438,3 +438,15 @@ def test_image_documents_are_ranked_by_a_vlm_through_a_pipeline() -> None:
     assert passages[2]["text"] == "Berlin is the capital of Germany."
     assert passages[2]["image"].startswith("data:image/png;base64,")
     assert all(document.score is not None for document in ranked)
+
+
+def test_api_key_none_sends_no_key_even_with_one_in_the_environment(
+    ranking_server: RankingServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As NvidiaRanker: None means "this service takes no key", not "read NVIDIA_API_KEY".
+    monkeypatch.setenv("NVIDIA_API_KEY", "nvapi-fake-key-for-tests-only")
+    ranker = NIMRanker(api_url=ranking_server.url, model="m", api_key=None)
+    ranker.run("capital of Germany", [Document(content="Berlin is the capital.")])
+    ranker.close()
+    (request,) = ranking_requests(ranking_server)
+    assert "authorization" not in request.headers

@@ -194,7 +194,8 @@ class NIMRanker:
         values.update(
             model=self.model,
             base_url=self.api_url,
-            api_key=self.api_key.resolve_value() if self._warm and self.api_key else None,
+            # api_key=None sends no key, as NvidiaRanker does (not the environment's).
+            api_key=(self.api_key.resolve_value() or "") if self._warm and self.api_key else "",
             truncate=self.truncate,
             timeout=timeout,
             extra_headers={name: value for name, value in headers.items() if value is not None},
