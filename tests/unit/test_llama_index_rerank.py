@@ -18,12 +18,21 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from llama_index.core.callbacks import CallbackManager, CBEventType, EventPayload
+from llama_index.core.callbacks.base_handler import BaseCallbackHandler
 from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
 from llama_index.core.instrumentation.span_handlers import SimpleSpanHandler
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
-from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, TextNode
+from llama_index.core.schema import (
+    Document,
+    ImageNode,
+    MediaResource,
+    MetadataMode,
+    NodeWithScore,
+    QueryBundle,
+    TextNode,
+)
 
-import nimrank
 from llama_index.postprocessor.nimrank import NIMRerank
 from llama_index_events import Recorder
 from nimrank import (
@@ -274,7 +283,6 @@ def test_available_models_lists_the_services_models(ranking_server: RankingServe
     rerank = NIMRerank(base_url=ranking_server.url, model=MODEL)
     models = rerank.available_models
     assert [model.id for model in models] == [ranking_server.settings.model]
-    assert rerank.get_available_models() == models
     rerank.close()
 
 
@@ -322,7 +330,9 @@ def test_the_key_never_shows_in_repr_or_serialized_forms() -> None:
 def test_the_key_never_shows_in_the_passthrough_warning(
     dead_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    rerank = NIMRerank(model=MODEL, api_key=FAKE_KEY, base_url=dead_url, max_retries=0, on_error="passthrough")
+    rerank = NIMRerank(
+        model=MODEL, api_key=FAKE_KEY, base_url=dead_url, max_retries=0, on_error="passthrough"
+    )
     with caplog.at_level(logging.DEBUG):
         rerank.postprocess_nodes(make_nodes(PASSAGES), query_str=QUERY)
     assert "ranking failed" in caplog.text
@@ -332,7 +342,9 @@ def test_the_key_never_shows_in_the_passthrough_warning(
 
 def test_extra_headers_are_sent_but_never_serialized(ranking_server: RankingServer) -> None:
     secret = "gateway-token-fake-0123"  # not a real credential
-    rerank = NIMRerank(model=MODEL, base_url=ranking_server.url, extra_headers={"X-Gateway-Token": secret})
+    rerank = NIMRerank(
+        model=MODEL, base_url=ranking_server.url, extra_headers={"X-Gateway-Token": secret}
+    )
     rerank.postprocess_nodes(make_nodes(PASSAGES), query_str=QUERY)
     assert ranking_server.requests[-1].headers["x-gateway-token"] == secret
     for text in (repr(rerank), rerank.to_json(), str(rerank.model_dump())):
@@ -608,7 +620,9 @@ async def test_a_ranking_error_propagates_typed_by_default(dead_url: str) -> Non
 
 
 async def test_passthrough_returns_the_first_top_n_in_retrieval_order(dead_url: str) -> None:
-    rerank = NIMRerank(model=MODEL, base_url=dead_url, max_retries=0, top_n=2, on_error="passthrough")
+    rerank = NIMRerank(
+        model=MODEL, base_url=dead_url, max_retries=0, top_n=2, on_error="passthrough"
+    )
     nodes = make_nodes(PASSAGES)
     for ranked in (
         rerank.postprocess_nodes(nodes, query_str=QUERY),
@@ -621,7 +635,9 @@ async def test_passthrough_returns_the_first_top_n_in_retrieval_order(dead_url: 
 
 
 def test_passthrough_with_top_n_none_loses_no_node(dead_url: str) -> None:
-    rerank = NIMRerank(model=MODEL, base_url=dead_url, max_retries=0, top_n=None, on_error="passthrough")
+    rerank = NIMRerank(
+        model=MODEL, base_url=dead_url, max_retries=0, top_n=None, on_error="passthrough"
+    )
     nodes = make_nodes(PASSAGES)
     ranked = rerank.postprocess_nodes(nodes, query_str=QUERY)
     assert [item.node_id for item in ranked] == [item.node_id for item in nodes]
@@ -677,3 +693,160 @@ async def test_the_events_sit_inside_a_span_around_the_call(
     events = recorder.rerank_events()
     assert [event.span_id for event in events] == [sync_span] * 2 + [async_span] * 2
     await reranker.aclose()
+
+
+# -- unscored nodes and image nodes ----------------------------------------------------
+
+
+def test_a_blank_node_is_unscored_none_and_ranks_last(reranker: NIMRerank) -> None:
+    reranker.top_n = None
+    nodes = make_nodes(["   ", *PASSAGES])
+    ranked = reranker.postprocess_nodes(nodes, query_str=QUERY)
+    assert ranked[-1].node is nodes[0].node
+    assert ranked[-1].score is None
+    assert all(isinstance(item.score, float) for item in ranked[:-1])
+
+
+# The smallest PNG: a 1x1 transparent pixel.
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
+)
+PNG_B64 = base64.b64encode(PNG).decode("ascii")
+PNG_URL = f"data:image/png;base64,{PNG_B64}"
+VLM = "nvidia/llama-nemotron-rerank-vl-1b-v2"
+
+
+def sent_passages(rerank: NIMRerank, server: RankingServer, nodes: list[Any]) -> list[Any]:
+    """The passages NIMRerank sends for ``nodes`` (the server answers with a canned ranking)."""
+    rankings = [{"index": i, "logit": float(-i)} for i in range(len(nodes))]
+    server.inject_fault(200, {"rankings": rankings}, path="/v1/ranking")
+    ranked = rerank.postprocess_nodes([NodeWithScore(node=n) for n in nodes], query_str=QUERY)
+    assert [item.node for item in ranked] == nodes[: rerank.top_n]
+    passages: list[Any] = server.requests[-1].body["passages"]
+    return passages
+
+
+def test_an_image_node_is_sent_as_a_data_url_with_its_text(ranking_server: RankingServer) -> None:
+    rerank = NIMRerank(base_url=ranking_server.url, model=VLM)
+    nodes = [
+        ImageNode(image=PNG_B64, image_mimetype="image/png", text="Figure 3: the H100 die"),
+        ImageNode(image=PNG_B64),  # no text, no mimetype: guessed from the bytes
+        TextNode(text="H100 has 3 TB/s."),
+    ]
+    assert sent_passages(rerank, ranking_server, nodes) == [
+        {"image": PNG_URL, "text": "Figure 3: the H100 die"},
+        {"image": PNG_URL},  # an image-only passage has no text at all
+        {"text": "H100 has 3 TB/s."},
+    ]
+    rerank.close()
+
+
+def test_image_paths_and_media_resources_are_read_inline(
+    ranking_server: RankingServer, tmp_path: Any
+) -> None:
+    picture = tmp_path / "die.png"
+    picture.write_bytes(PNG)
+    rerank = NIMRerank(base_url=ranking_server.url, model=VLM)
+    nodes = [
+        ImageNode(image_path=str(picture)),
+        Document(image_resource=MediaResource(data=PNG), text="the die"),
+        ImageNode(image_url=PNG_URL, text="a data URL"),
+    ]
+    assert sent_passages(rerank, ranking_server, nodes) == [
+        {"image": PNG_URL},
+        {"image": PNG_URL, "text": "the die"},
+        {"image": PNG_URL, "text": "a data URL"},
+    ]
+    rerank.close()
+
+
+def test_a_remote_image_url_is_refused_before_any_request(ranking_server: RankingServer) -> None:
+    rerank = NIMRerank(base_url=ranking_server.url, model=VLM)
+    node = ImageNode(image_url="https://example.com/die.png", text="the die")
+    with pytest.raises(ValueError, match="inline"):
+        rerank.postprocess_nodes([NodeWithScore(node=node)], query_str=QUERY)
+    assert ranking_server.requests == []
+    rerank.close()
+
+
+# -- legacy callbacks ---------------------------------------------------------------------
+
+
+class CallbackRecorder(BaseCallbackHandler):
+    """Keeps every legacy callback event it is given."""
+
+    def __init__(self) -> None:
+        super().__init__(event_starts_to_ignore=[], event_ends_to_ignore=[])
+        self.events: list[tuple[str, CBEventType, dict[str, Any]]] = []
+
+    def on_event_start(
+        self,
+        event_type: CBEventType,
+        payload: dict[str, Any] | None = None,
+        event_id: str = "",
+        parent_id: str = "",
+        **kwargs: Any,
+    ) -> str:
+        self.events.append(("start", event_type, dict(payload or {})))
+        return event_id
+
+    def on_event_end(
+        self,
+        event_type: CBEventType,
+        payload: dict[str, Any] | None = None,
+        event_id: str = "",
+        **kwargs: Any,
+    ) -> None:
+        self.events.append(("end", event_type, dict(payload or {})))
+
+    def start_trace(self, trace_id: str | None = None) -> None:
+        """Not recorded."""
+
+    def end_trace(
+        self, trace_id: str | None = None, trace_map: dict[str, list[str]] | None = None
+    ) -> None:
+        """Not recorded."""
+
+
+async def test_the_legacy_reranking_callback_events_carry_nvidias_payload(
+    ranking_server: RankingServer,
+) -> None:
+    callbacks = CallbackRecorder()
+    rerank = NIMRerank(
+        base_url=ranking_server.url,
+        model=MODEL,
+        top_n=2,
+        callback_manager=CallbackManager([callbacks]),
+    )
+    nodes = make_nodes(PASSAGES)
+    for ranked in (
+        rerank.postprocess_nodes(nodes, query_str=QUERY),
+        await rerank.apostprocess_nodes(nodes, query_str=QUERY),
+    ):
+        (start_kind, start_type, start), (end_kind, end_type, end) = callbacks.events[-2:]
+        assert (start_kind, end_kind) == ("start", "end")
+        assert start_type is end_type is CBEventType.RERANKING
+        assert start == {
+            EventPayload.NODES: nodes,
+            EventPayload.MODEL_NAME: MODEL,
+            EventPayload.QUERY_STR: QUERY,
+            EventPayload.TOP_K: 2,
+        }
+        assert end == {EventPayload.NODES: ranked}
+    assert len(callbacks.events) == 4
+    await rerank.aclose()
+
+
+async def test_a_failed_rerank_ends_its_callback_event_with_the_exception(dead_url: str) -> None:
+    callbacks = CallbackRecorder()
+    rerank = NIMRerank(
+        base_url=dead_url, model=MODEL, max_retries=0, callback_manager=CallbackManager([callbacks])
+    )
+    with pytest.raises(RankingConnectionError):
+        rerank.postprocess_nodes(make_nodes(PASSAGES), query_str=QUERY)
+    with pytest.raises(RankingConnectionError):
+        await rerank.apostprocess_nodes(make_nodes(PASSAGES), query_str=QUERY)
+    assert [kind for kind, _, _ in callbacks.events] == ["start", "end"] * 2
+    for _, _, payload in callbacks.events[1::2]:
+        assert isinstance(payload[EventPayload.EXCEPTION], RankingConnectionError)
+    await rerank.aclose()

@@ -12,7 +12,7 @@ import logging
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr
@@ -85,27 +85,20 @@ class _Options(TypedDict, total=False):
 class NIMRerank(BaseNodePostprocessor):
     """Rerank retrieved nodes with an NVIDIA NIM (or Cohere/Jina-style) ranking service.
 
-    A drop-in for ``llama_index.postprocessor.nvidia_rerank.NVIDIARerank``: the
-    same ``model``, ``nvidia_api_key`` / ``api_key``, ``base_url``, ``top_n``,
-    ``truncate`` and ``max_batch_size``, assignable after construction, plus
-    every other ``nimrank.RankingOptions`` option (same names, defaults and
-    meaning) and ``metadata_mode``, ``keep_retrieval_score`` and ``on_error``.
-    ``postprocess_nodes`` uses a ``nimrank.RankingClient``, ``apostprocess_nodes``
-    awaits a ``nimrank.AsyncRankingClient`` (no thread pool).
+    A drop-in for ``llama_index.postprocessor.nvidia_rerank.NVIDIARerank`` (same
+    ``model``, ``nvidia_api_key``/``api_key``, ``base_url``, ``top_n``, ``truncate``,
+    ``max_batch_size``, assignable after construction), with every other
+    ``nimrank.RankingOptions`` option under its own name, default and meaning, and
+    ``metadata_mode``, ``keep_retrieval_score`` and ``on_error``. An ``ImageNode``
+    (or a node with an ``image_resource``) is ranked by its image and its text, if
+    any: use a VLM reranker. ``api_key``, ``extra_headers`` and ``retry_policy`` are
+    no fields: ``to_dict()`` leaves them out, ``from_dict(data, api_key=...)`` takes them.
 
     Example::
 
         reranker = NIMRerank(base_url="http://localhost:8000/v1", top_n=3)
         engine = index.as_query_engine(similarity_top_k=40, node_postprocessors=[reranker])
         reranker.max_batch_size = 64  # checked now; the clients are rebuilt
-
-    An ``ImageNode`` (or a node with an ``image_resource``) is ranked by its
-    image, sent as a base64 data URL, and its text if it has some: use a VLM
-    reranker such as ``nvidia/llama-nemotron-rerank-vl-1b-v2``.
-
-    ``api_key``, ``extra_headers`` and ``retry_policy`` go to the clients only:
-    they are not fields, so ``to_dict()`` leaves them out (they may hold
-    credentials) and ``from_dict(data, api_key=...)`` takes them again.
     """
 
     model_config = ConfigDict(validate_assignment=True)
@@ -164,7 +157,7 @@ class NIMRerank(BaseNodePostprocessor):
         clients = RankingClients(settings)
         clients.check()  # a missing hosted key or a bad URL fails here, as in NVIDIARerank
         _warn_if_suspicious(settings)
-        fields = {k: v for k, v in options.items() if k not in _CLIENT_ONLY}
+        fields: dict[str, Any] = {k: v for k, v in options.items() if k not in _CLIENT_ONLY}
         fields.update({name: getattr(settings, name) for name in _OPTION_FIELDS})
         fields["callback_manager"] = options.get("callback_manager") or CallbackManager()
         super().__init__(**fields)
@@ -198,12 +191,6 @@ class NIMRerank(BaseNodePostprocessor):
         """The ranking models the service lists (one request)."""
         return [Model(id=model_id) for model_id in self._clients.sync.list_models()]
 
-    def get_available_models(self) -> list[Model]:
-        """The ranking models the service lists, as ``available_models``."""
-        return self.available_models
-
-    # -- the two entry points --------------------------------------------------
-
     def _postprocess_nodes(
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
     ) -> list[NodeWithScore]:
@@ -211,13 +198,11 @@ class NIMRerank(BaseNodePostprocessor):
         with self._rerank(nodes, query_bundle, client.model) as outcome:
             if nodes:
                 try:
-                    ranking = client.rank(
-                        outcome.query, self._passages(nodes), top_n=self.top_n
-                    )
+                    ranking = client.rank(outcome.query, self._passages(nodes), top_n=self.top_n)
                 except RankingError as error:
-                    outcome.failed(error)
+                    outcome.nodes = self._passthrough(nodes, error)
                 else:
-                    outcome.ranked(ranking)
+                    outcome.nodes = self._rescored(nodes, ranking)
         return outcome.nodes
 
     @dispatcher.span
@@ -232,9 +217,9 @@ class NIMRerank(BaseNodePostprocessor):
                         outcome.query, self._passages(nodes), top_n=self.top_n
                     )
                 except RankingError as error:
-                    outcome.failed(error)
+                    outcome.nodes = self._passthrough(nodes, error)
                 else:
-                    outcome.ranked(ranking)
+                    outcome.nodes = self._rescored(nodes, ranking)
         return outcome.nodes
 
     @contextmanager
@@ -248,11 +233,9 @@ class NIMRerank(BaseNodePostprocessor):
         top_n = len(nodes) if self.top_n is None else self.top_n
         model = model or ""
         dispatcher.event(
-            ReRankStartEvent(
-                query=query_bundle, nodes=nodes, top_n=top_n, model_name=model
-            )
+            ReRankStartEvent(query=query_bundle, nodes=nodes, top_n=top_n, model_name=model)
         )
-        outcome = _Outcome(self, nodes)
+        outcome = _Outcome()
         try:
             if query_bundle is None:
                 raise ValueError(
@@ -264,7 +247,7 @@ class NIMRerank(BaseNodePostprocessor):
             if not callbacks.handlers:  # nobody listens: skip the event's bookkeeping
                 yield outcome
                 return
-            payload = {
+            payload: dict[str, Any] = {
                 EventPayload.NODES: nodes,
                 EventPayload.MODEL_NAME: model,
                 EventPayload.QUERY_STR: outcome.query,
@@ -279,8 +262,6 @@ class NIMRerank(BaseNodePostprocessor):
             # after an error too, so traces never show a rerank still running.
             dispatcher.event(ReRankEndEvent(nodes=outcome.nodes))
 
-    # -- closing ---------------------------------------------------------------
-
     def close(self) -> None:
         """Close the clients' connections and worker threads (later use reopens them)."""
         self._clients.close()
@@ -288,8 +269,6 @@ class NIMRerank(BaseNodePostprocessor):
     async def aclose(self) -> None:
         """Close both clients; the async one's connections in the running event loop."""
         await self._clients.aclose()
-
-    # -- mapping in and out ------------------------------------------------------
 
     def _passages(self, nodes: Sequence[NodeWithScore]) -> list[Any]:
         mode = self.metadata_mode
@@ -303,6 +282,9 @@ class NIMRerank(BaseNodePostprocessor):
     def _passthrough(
         self, nodes: Sequence[NodeWithScore], error: RankingError
     ) -> list[NodeWithScore]:
+        """The first ``top_n`` nodes in retrieval order; with ``on_error="raise"``, ``error``."""
+        if self.on_error == "raise":
+            raise error
         kept = list(nodes) if self.top_n is None else list(nodes[: self.top_n])
         logger.warning(
             "NIMRerank: ranking failed, returning %d of %d nodes in retrieval order "
@@ -337,22 +319,12 @@ _OPTION_FIELDS = frozenset(NIMRerank.model_fields) & frozenset(RankingOptions.__
 _CLIENT_ONLY = frozenset({"api_key", "extra_headers", "retry_policy"})
 
 
+@dataclass
 class _Outcome:
-    """What one rerank returns: the ranking, or what ``on_error`` says on failure."""
+    """One rerank's query and the nodes it returns."""
 
-    def __init__(self, owner: NIMRerank, nodes: list[NodeWithScore]) -> None:
-        self._owner = owner
-        self._input = nodes
-        self.query = ""
-        self.nodes: list[NodeWithScore] = []
-
-    def ranked(self, ranking: Sequence[RankedPassage]) -> None:
-        self.nodes = self._owner._rescored(self._input, ranking)
-
-    def failed(self, error: RankingError) -> None:
-        if self._owner.on_error == "raise":
-            raise error
-        self.nodes = self._owner._passthrough(self._input, error)
+    query: str = ""
+    nodes: list[NodeWithScore] = field(default_factory=list)
 
 
 def _warn_if_suspicious(options: RankingOptions) -> None:

@@ -80,7 +80,7 @@ def _data_url(
 
 
 def _guess_mimetype(node: BaseNode, payload: str) -> str:
-    import filetype  # a llama-index-core dependency, needed only here
+    import filetype  # type: ignore[import-untyped]  # a llama-index-core dependency
 
     kind = filetype.guess(base64.b64decode(payload[:64]))
     if kind is None or not kind.mime.startswith("image/"):
