@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import copy
 import dataclasses
 import gc
 import logging
 import math
+import pickle
 import socket
 import threading
 from collections.abc import Iterator
@@ -850,3 +852,29 @@ async def test_a_failed_rerank_ends_its_callback_event_with_the_exception(dead_u
     for _, _, payload in callbacks.events[1::2]:
         assert isinstance(payload[EventPayload.EXCEPTION], RankingConnectionError)
     await rerank.aclose()
+
+
+@pytest.mark.parametrize("how", ["model_copy", "deep model_copy", "copy.deepcopy"])
+def test_a_copy_has_clients_of_its_own(ranking_server: RankingServer, how: str) -> None:
+    original = NIMRerank(base_url=ranking_server.url, model=MODEL, top_n=None)
+    if how == "copy.deepcopy":
+        duplicate = copy.deepcopy(original)
+    else:
+        duplicate = original.model_copy(deep=how.startswith("deep"))
+    duplicate.max_batch_size = 1
+    assert original._clients.options.max_batch_size == original.max_batch_size == 32
+    original.postprocess_nodes(make_nodes(PASSAGES), query_str=QUERY)
+    duplicate.postprocess_nodes(make_nodes(PASSAGES), query_str=QUERY)
+    assert [len(r.body["passages"]) for r in ranking_server.requests] == [4, 1, 1, 1, 1]
+    original.close()
+    duplicate.close()
+
+
+def test_a_pickled_reranker_works_with_its_options(ranking_server: RankingServer) -> None:
+    original = NIMRerank(base_url=ranking_server.url, model=MODEL, max_batch_size=2, top_n=None)
+    restored = pickle.loads(pickle.dumps(original))
+    assert restored.model_dump() == original.model_dump()
+    assert len(restored.postprocess_nodes(make_nodes(PASSAGES), query_str=QUERY)) == len(PASSAGES)
+    assert [len(r.body["passages"]) for r in ranking_server.requests] == [2, 2]
+    original.close()
+    restored.close()

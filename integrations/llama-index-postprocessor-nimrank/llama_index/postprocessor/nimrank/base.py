@@ -8,6 +8,7 @@ and the clients' lifecycle all live in nimrank), and the ranking becomes new
 
 from __future__ import annotations
 
+import copy
 import logging
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -180,6 +181,18 @@ class NIMRerank(BaseNodePostprocessor):
             raise
         if name == "base_url":
             _warn_if_suspicious(new)
+
+    def __copy__(self) -> NIMRerank:
+        # A copy gets clients of its own: an option assigned on it must not
+        # change (or close) the original's.
+        duplicate = super().__copy__()
+        duplicate._clients = RankingClients(self._clients.options)
+        return duplicate
+
+    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> NIMRerank:
+        duplicate = self.__copy__()
+        object.__setattr__(duplicate, "__dict__", copy.deepcopy(self.__dict__, memo))
+        return duplicate
 
     @classmethod
     def class_name(cls) -> str:
