@@ -44,8 +44,9 @@ dispatcher = get_dispatcher(__name__)
 #: The metadata key that holds the retriever's score with ``keep_retrieval_score=True``.
 RETRIEVAL_SCORE_KEY = "retrieval_score"
 
-# What a base URL ending so most likely meant (NVIDIA's classes warn about these too).
-_SUSPICIOUS_ENDINGS = ("/rankings", "/embeddings", "/completions", "/chat/completions")
+# Endings of other APIs' endpoints: such a base URL was most likely copied from
+# another client's settings (it fails with a 404 at the first call).
+_SUSPICIOUS_ENDINGS = ("/rankings", "/embeddings", "/completions")
 
 
 def _option(name: str) -> Any:
