@@ -81,9 +81,11 @@ def main() -> None:
         retrieved = index.as_retriever(similarity_top_k=CANDIDATES).retrieve(QUERY)
         show(f"Top {TOP_N} of {len(retrieved)} retrieved, before reranking:", retrieved[:TOP_N])
 
-        # The one line a query engine needs; max_batch_size=5 makes the client
+        # The one line a query engine needs (without model=..., the first model the
+        # server lists is used, with a warning); max_batch_size=5 makes the client
         # send the 12 candidates as 3 concurrent requests.
-        reranker = NIMRerank(base_url=server.url, top_n=TOP_N, max_batch_size=5)
+        model = server.settings.model
+        reranker = NIMRerank(base_url=server.url, model=model, top_n=TOP_N, max_batch_size=5)
         engine = index.as_query_engine(
             llm=MockLLM(), similarity_top_k=CANDIDATES, node_postprocessors=[reranker]
         )
@@ -93,6 +95,10 @@ def main() -> None:
 
         response = asyncio.run(ask_async(engine, reranker))
         show("After NIMRerank, aquery():", response.source_nodes)
+
+        # Options can change on a running reranker: checked at once, clients rebuilt.
+        reranker.max_batch_size = 12
+        engine.query(QUERY)
 
         reranker.close()
         batches = [len(request.body["passages"]) for request in server.requests]

@@ -3,7 +3,8 @@
 A ``VectorStoreIndex`` built from documents with LlamaIndex's ``MockEmbedding``
 answers with ``MockLLM`` (which echoes its prompt, so the answer shows which
 nodes reached the LLM); ``NIMRerank`` sits in ``node_postprocessors`` and talks
-to the embedded server, the fault server, or a cassette of the hosted catalog.
+to the embedded server (honest, or with injected faults) or a cassette of the
+hosted catalog.
 Every test runs with connections outside loopback refused.
 """
 
@@ -18,14 +19,15 @@ import pytest
 from llama_index.core import Document, VectorStoreIndex
 from llama_index.core.base.base_query_engine import BaseQueryEngine
 from llama_index.core.base.response.schema import Response
+from llama_index.core.callbacks import CallbackManager, CBEventType, EventPayload, LlamaDebugHandler
 from llama_index.core.embeddings import MockEmbedding
 from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
 from llama_index.core.instrumentation.span_handlers import SimpleSpanHandler
 from llama_index.core.llms import MockLLM
+from llama_index.core.query_engine import RetrieverQueryEngine
 from llama_index.core.schema import MetadataMode, NodeWithScore, TextNode
 
 from cassette_replay import CASSETTES, REPLAY
-from faultserver import FaultServer, drop_connection, error, passages_include
 from llama_index.postprocessor.nimrank import NIMRerank
 from llama_index_events import Recorder
 from nimrank import RetryPolicy, ServerError
@@ -34,6 +36,7 @@ from seed_examples import NVIDIA_RERANK_PASSAGES, QUERY
 
 CANDIDATES = 10
 MAX_BATCH_SIZE = 4  # 10 candidates -> batches of 4, 4 and 2
+MODEL = "nvidia/llama-3.2-nv-rerankqa-1b-v2"  # named: no test here asks /v1/models
 TOP_N = 3
 
 # Ten short documents with plainly different relevance to QUERY.
@@ -77,10 +80,19 @@ def index() -> VectorStoreIndex:
     return VectorStoreIndex.from_documents(documents, embed_model=MockEmbedding(embed_dim=8))
 
 
-def engine_for(index: VectorStoreIndex, reranker: NIMRerank) -> BaseQueryEngine:
-    return index.as_query_engine(
-        llm=MockLLM(), similarity_top_k=CANDIDATES, node_postprocessors=[reranker]
+def engine_for(
+    index: VectorStoreIndex, reranker: NIMRerank, callbacks: CallbackManager | None = None
+) -> BaseQueryEngine:
+    return RetrieverQueryEngine.from_args(
+        index.as_retriever(similarity_top_k=CANDIDATES),
+        llm=MockLLM(),
+        node_postprocessors=[reranker],
+        callback_manager=callbacks,  # the engine hands it to its postprocessors
     )
+
+
+def ranking_requests(server: RankingServer) -> list[Any]:
+    return [request for request in server.requests if request.path == "/v1/ranking"]
 
 
 async def ask(engine: BaseQueryEngine, kind: str) -> Response:
@@ -100,7 +112,9 @@ def embed_text(item: NodeWithScore) -> str:
 async def test_query_engine_returns_the_reranked_nodes_with_our_scores(
     kind: str, index: VectorStoreIndex, ranking_server: RankingServer
 ) -> None:
-    reranker = NIMRerank(base_url=ranking_server.url, top_n=TOP_N, max_batch_size=MAX_BATCH_SIZE)
+    reranker = NIMRerank(
+        base_url=ranking_server.url, model=MODEL, top_n=TOP_N, max_batch_size=MAX_BATCH_SIZE
+    )
     candidates = index.as_retriever(similarity_top_k=CANDIDATES).retrieve(QUERY)
     assert len(candidates) == CANDIDATES
 
@@ -120,7 +134,9 @@ async def test_query_engine_returns_the_reranked_nodes_with_our_scores(
 async def test_more_candidates_than_max_batch_size_are_batched_by_the_client(
     kind: str, index: VectorStoreIndex, ranking_server: RankingServer
 ) -> None:
-    reranker = NIMRerank(base_url=ranking_server.url, top_n=TOP_N, max_batch_size=MAX_BATCH_SIZE)
+    reranker = NIMRerank(
+        base_url=ranking_server.url, model=MODEL, top_n=TOP_N, max_batch_size=MAX_BATCH_SIZE
+    )
 
     await ask(engine_for(index, reranker), kind)
 
@@ -142,7 +158,9 @@ async def test_the_rerank_is_visible_to_llama_index_instrumentation(
     recorder: Recorder,
     spans: SimpleSpanHandler,
 ) -> None:
-    reranker = NIMRerank(base_url=ranking_server.url, top_n=TOP_N, max_batch_size=MAX_BATCH_SIZE)
+    reranker = NIMRerank(
+        base_url=ranking_server.url, model=MODEL, top_n=TOP_N, max_batch_size=MAX_BATCH_SIZE
+    )
 
     response = await ask(engine_for(index, reranker), kind)
 
@@ -163,17 +181,17 @@ async def test_the_rerank_is_visible_to_llama_index_instrumentation(
     await reranker.aclose()
 
 
-# -- the fault server ---------------------------------------------------------------------
+# -- injected faults -----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("kind", ["sync", "async"])
 async def test_by_default_a_ranking_error_reaches_the_caller_typed(
-    kind: str, index: VectorStoreIndex, fault_server: FaultServer, recorder: Recorder
+    kind: str, index: VectorStoreIndex, ranking_server: RankingServer, recorder: Recorder
 ) -> None:
-    fault_server.add_rule(error(503, "the ranker is overloaded"))
-    reranker = NIMRerank(base_url=fault_server.url, top_n=TOP_N, max_retries=0)
+    ranking_server.inject_fault(503, path="/v1/ranking")
+    reranker = NIMRerank(base_url=ranking_server.url, model=MODEL, top_n=TOP_N, max_retries=0)
 
-    with pytest.raises(ServerError, match="overloaded"):
+    with pytest.raises(ServerError, match="503"):
         await ask(engine_for(index, reranker), kind)
 
     assert [type(event) for event in recorder.rerank_events()] == [ReRankStartEvent, ReRankEndEvent]
@@ -184,13 +202,17 @@ async def test_by_default_a_ranking_error_reaches_the_caller_typed(
 async def test_passthrough_answers_from_the_retrieval_order_when_the_ranker_fails(
     kind: str,
     index: VectorStoreIndex,
-    fault_server: FaultServer,
+    ranking_server: RankingServer,
     recorder: Recorder,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    fault_server.add_rule(error(503, "the ranker is overloaded"))
+    ranking_server.inject_fault(503, path="/v1/ranking")
     reranker = NIMRerank(
-        base_url=fault_server.url, top_n=TOP_N, max_retries=0, on_error="passthrough"
+        base_url=ranking_server.url,
+        model=MODEL,
+        top_n=TOP_N,
+        max_retries=0,
+        on_error="passthrough",
     )
     retrieved = index.as_retriever(similarity_top_k=CANDIDATES).retrieve(QUERY)
 
@@ -200,7 +222,7 @@ async def test_passthrough_answers_from_the_retrieval_order_when_the_ranker_fail
     kept = [(item.node_id, item.score) for item in retrieved[:TOP_N]]
     assert [(item.node_id, item.score) for item in response.source_nodes] == kept
     assert "ServerError" in caplog.text
-    assert "overloaded" in caplog.text
+    assert "503" in caplog.text
     end = recorder.rerank_events()[-1]
     assert isinstance(end, ReRankEndEvent)
     assert [n.node_id for n in end.nodes] == [node_id for node_id, _ in kept]
@@ -209,11 +231,12 @@ async def test_passthrough_answers_from_the_retrieval_order_when_the_ranker_fail
 
 @pytest.mark.parametrize("kind", ["sync", "async"])
 async def test_passthrough_when_one_batch_of_several_fails_loses_no_node(
-    kind: str, index: VectorStoreIndex, fault_server: FaultServer
+    kind: str, index: VectorStoreIndex, ranking_server: RankingServer
 ) -> None:
-    fault_server.add_rule(drop_connection(), match=passages_include("Bananas"))
+    ranking_server.inject_disconnect(path="/v1/ranking")
     reranker = NIMRerank(
-        base_url=fault_server.url,
+        base_url=ranking_server.url,
+        model=MODEL,
         top_n=None,
         max_batch_size=MAX_BATCH_SIZE,
         max_retries=0,
@@ -223,17 +246,19 @@ async def test_passthrough_when_one_batch_of_several_fails_loses_no_node(
 
     response = await ask(engine_for(index, reranker), kind)
 
+    assert ranking_server.pending_faults == 0
     assert [item.node_id for item in response.source_nodes] == [i.node_id for i in retrieved]
     await reranker.aclose()
 
 
 @pytest.mark.parametrize("kind", ["sync", "async"])
 async def test_a_transient_failure_is_retried_by_the_client_and_the_nodes_reranked(
-    kind: str, index: VectorStoreIndex, fault_server: FaultServer, fast_retries: RetryPolicy
+    kind: str, index: VectorStoreIndex, ranking_server: RankingServer, fast_retries: RetryPolicy
 ) -> None:
-    fault_server.add_rule(error(503, "warming up"), times=1)
+    ranking_server.inject_fault(503, path="/v1/ranking")
     reranker = NIMRerank(
-        base_url=fault_server.url,
+        base_url=ranking_server.url,
+        model=MODEL,
         top_n=TOP_N,
         max_retries=2,
         retry_policy=fast_retries,
@@ -243,7 +268,33 @@ async def test_a_transient_failure_is_retried_by_the_client_and_the_nodes_rerank
     response = await ask(engine_for(index, reranker), kind)
 
     assert response.source_nodes[0].node.get_content() == TEXTS[0]
-    assert len(fault_server.ranking_requests) == 2
+    assert [r.status for r in ranking_requests(ranking_server)] == [503, 200]
+    await reranker.aclose()
+
+
+# -- legacy callbacks ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_callback_tracing_sees_the_rerank_step_of_a_query_engine(
+    kind: str, index: VectorStoreIndex, ranking_server: RankingServer
+) -> None:
+    debug = LlamaDebugHandler()
+    reranker = NIMRerank(base_url=ranking_server.url, model=MODEL, top_n=TOP_N)
+
+    response = await ask(engine_for(index, reranker, CallbackManager([debug])), kind)
+
+    (start, end), *more = debug.get_event_pairs(CBEventType.RERANKING)
+    assert more == []
+    assert start.payload is not None
+    assert end.payload is not None
+    assert start.payload[EventPayload.QUERY_STR] == QUERY
+    assert start.payload[EventPayload.MODEL_NAME] == MODEL
+    assert start.payload[EventPayload.TOP_K] == TOP_N
+    assert len(start.payload[EventPayload.NODES]) == CANDIDATES
+    assert [n.node_id for n in end.payload[EventPayload.NODES]] == [
+        n.node_id for n in response.source_nodes
+    ]
     await reranker.aclose()
 
 
