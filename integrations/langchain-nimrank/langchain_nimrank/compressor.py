@@ -12,9 +12,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from langchain_core.callbacks import Callbacks
 from langchain_core.documents import BaseDocumentCompressor, Document
 from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, field_serializer
 
@@ -29,6 +28,10 @@ from nimrank import (
     RetryPolicy,
     describe_option,
 )
+
+if TYPE_CHECKING:
+    # Only an annotation here; importing it loads LangChain's callback manager (~100 ms).
+    from langchain_core.callbacks import Callbacks
 
 __all__ = ["Model", "NIMRerank"]
 
@@ -87,7 +90,9 @@ class NIMRerank(BaseDocumentCompressor):
 
     # strict: a value the core would refuse is not coerced into one it accepts.
     # hide_input_in_errors: a validation error must not print the key it was given.
+    # defer_build: the schema is built at the first construction, not at import.
     model_config = ConfigDict(
+        defer_build=True,
         extra="forbid",
         validate_assignment=True,
         strict=True,
