@@ -154,6 +154,22 @@ def test_extra_headers_is_accepted_and_default_headers_wins() -> None:
     both.close()
 
 
+@pytest.mark.parametrize("enabled", [False, True, None])
+def test_nvidia_reranks_telemetry_switch_is_accepted_and_changes_nothing(
+    enabled: bool | None,
+) -> None:
+    reranker = NIMRerank(base_url=LOCAL, usage_telemetry_enabled=enabled)
+    assert _options(reranker) == DEFAULT_OPTIONS.replace(base_url=LOCAL)
+    assert "usage_telemetry_enabled" not in reranker.model_dump()
+    reranker.close()
+
+
+def test_an_empty_nvidia_api_key_falls_back_to_api_key() -> None:
+    reranker = NIMRerank(base_url=LOCAL, api_key=FAKE_KEY, nvidia_api_key="")
+    assert _options(reranker).api_key == FAKE_KEY
+    reranker.close()
+
+
 def test_unknown_parameter_is_refused() -> None:
     with pytest.raises(ValueError, match="top_k"):
         NIMRerank(base_url=LOCAL, top_k=3)

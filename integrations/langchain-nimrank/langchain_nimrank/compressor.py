@@ -343,14 +343,14 @@ def _core_value(value: Any) -> Any:
 
 def _nvidia_spellings(data: dict[str, Any]) -> dict[str, Any]:
     """``NVIDIARerank``'s alternative names folded into ours, with its precedence."""
+    # NVIDIARerank 1.5.0's switch for its usage telemetry: nimrank sends none.
+    data = {name: value for name, value in data.items() if name != "usage_telemetry_enabled"}
     for name, alternative in (("api_key", "nvidia_api_key"), ("base_url", "nvidia_base_url")):
         if alternative in data:
-            data = dict(data)
             value = data.pop(alternative)
-            if value is not None:
+            if value:  # as NVIDIARerank: "nvidia_api_key or api_key"
                 data[name] = value
     if "extra_headers" in data:
-        data = dict(data)
         headers = data.pop("extra_headers")
         if not data.get("default_headers"):
             data["default_headers"] = headers
