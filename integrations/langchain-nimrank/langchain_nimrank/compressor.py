@@ -1,10 +1,9 @@
 """``NIMRerank``: a LangChain ``BaseDocumentCompressor`` on nimrank's ranking clients.
 
-Mapping code only: documents become passages (``page_content``, and
-``metadata["image"]`` for a VLM reranker), one ``nimrank.RankingClients`` pair
-ranks them, and the ranking becomes scored copies of the documents. Every
-option, its default, its description and its validation are nimrank's
-(``RankingOptions``); batching, retries, the client lifecycle and errors too.
+Documents become passages (``documents.py``), one ``nimrank.RankingClients``
+pair ranks them, and the ranking becomes scored copies. Every option, its
+default, description and validation is nimrank's (``RankingOptions``); so are
+batching, retries, the client lifecycle and the errors.
 """
 
 from __future__ import annotations
@@ -16,18 +15,19 @@ from typing import TYPE_CHECKING, Any
 
 from langchain_core.documents import BaseDocumentCompressor, Document
 from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, field_serializer
+from typing_extensions import Self
 
 from nimrank import (
     DEFAULT_OPTIONS,
     AsyncRankingClient,
-    Passage,
-    RankedPassage,
     RankingClient,
     RankingClients,
     RankingOptions,
     RetryPolicy,
     describe_option,
 )
+
+from .documents import index_scores, passages_of, scored_copies
 
 if TYPE_CHECKING:
     # Only an annotation here; importing it loads LangChain's callback manager (~100 ms).
@@ -59,33 +59,19 @@ class Model:
 class NIMRerank(BaseDocumentCompressor):
     """Rerank LangChain documents with an NVIDIA NIM (or Cohere/Jina-style) ranking service.
 
-    Takes ``NVIDIARerank``'s parameters (``model``, ``api_key`` /
-    ``nvidia_api_key``, ``base_url`` / ``nvidia_base_url``, ``truncate``,
-    ``max_batch_size``, ``top_n``, ``default_headers`` / ``extra_headers``), so
-    switching is an import change, plus every other nimrank option. Batches
-    are sent concurrently and merged into one ranking; the results are copies
-    of the documents with ``metadata["relevance_score"]`` (``None``: a blank
-    document, never sent, ranked last). A document with
-    ``metadata["image"]`` (a base64 ``data:image/...`` URL) is ranked by its
-    image and text, for a VLM reranker.
-
-    Options may be assigned later; a bad value raises at the assignment and
-    the compressor keeps its old one.
+    Takes ``NVIDIARerank``'s parameters, so switching is an import change, and
+    every other nimrank option; any may be assigned later (checked at once).
+    Results are copies with ``metadata["relevance_score"]`` (``None``: a blank
+    document, not sent, ranked last). ``metadata["image"]`` (a base64
+    ``data:image/...`` URL) makes a document an image passage for a VLM reranker.
 
     Example::
 
-        from langchain_nimrank import NIMRerank
-        from langchain_core.documents import Document
-
         reranker = NIMRerank(base_url="http://localhost:8000/v1", top_n=3)
-        best = reranker.compress_documents(
-            [Document(page_content=text) for text in passages],
-            query="What is the GPU memory bandwidth of H100 SXM?",
-        )
+        best = reranker.compress_documents(documents, query="What is H100's bandwidth?")
         best[0].metadata["relevance_score"]
 
-    The connection pools stay open between calls; ``close()`` (and, from
-    asyncio code, ``await aclose()``) releases them.
+    The connections stay open between calls; ``close()`` / ``await aclose()`` release them.
     """
 
     # strict: a value the core would refuse is not coerced into one it accepts.
@@ -126,16 +112,11 @@ class NIMRerank(BaseDocumentCompressor):
     _clients: RankingClients = PrivateAttr()
 
     def __init__(self, **data: Any) -> None:
-        """Create the compressor; the fields above are its keyword arguments.
-
-        ``nvidia_api_key`` wins over ``api_key``, ``nvidia_base_url`` over
-        ``base_url``, and ``default_headers`` over ``extra_headers``, as in
-        ``NVIDIARerank``.
+        """Take the fields as keywords (and ``nvidia_api_key``, ``nvidia_base_url``, which win).
 
         Raises:
             ValueError, TypeError: an option nimrank refuses, with its message.
-            nimrank.MissingAPIKeyError: NVIDIA's hosted catalog and no key,
-                passed or in the environment.
+            nimrank.MissingAPIKeyError: NVIDIA's hosted catalog and no key.
         """
         super().__init__(**_nvidia_spellings(data))
         # A missing key or a bad URL fails here, not at the first call (and
@@ -179,40 +160,24 @@ class NIMRerank(BaseDocumentCompressor):
     # -- LangChain's interface -------------------------------------------------
 
     def compress_documents(
-        self,
-        documents: Sequence[Document],
-        query: str,
-        callbacks: Callbacks | None = None,
+        self, documents: Sequence[Document], query: str, callbacks: Callbacks | None = None
     ) -> Sequence[Document]:
-        """Rank ``documents`` against ``query`` and return the best ``top_n``.
-
-        Args:
-            documents: the retrieved documents; their ``page_content`` (and
-                ``metadata["image"]``, when set) is ranked.
-            query: what the documents are ranked against.
-            callbacks: accepted for LangChain's interface; not used.
-
-        Returns:
-            Copies of the best ``top_n`` documents, best first, each with
-            ``metadata["relevance_score"]``. Ties keep the input order.
+        """Copies of the best ``top_n`` documents for ``query``, best first (ties: input order).
 
         Raises:
             ValueError: a ``metadata["image"]`` that is not a base64 data URL.
             nimrank.RankingError: a subclass saying what failed.
         """
-        ranked = self._clients.sync.rank(query, _document_passages(documents), top_n=self.top_n)
-        return _scored_copies(documents, ranked)
+        ranked = self._clients.sync.rank(query, passages_of(documents), top_n=self.top_n)
+        return scored_copies(documents, ranked)
 
     async def acompress_documents(
-        self,
-        documents: Sequence[Document],
-        query: str,
-        callbacks: Callbacks | None = None,
+        self, documents: Sequence[Document], query: str, callbacks: Callbacks | None = None
     ) -> Sequence[Document]:
         """Like ``compress_documents``, on the event loop (no worker thread)."""
         client = self._clients.async_
-        ranked = await client.rank(query, _document_passages(documents), top_n=self.top_n)
-        return _scored_copies(documents, ranked)
+        ranked = await client.rank(query, passages_of(documents), top_n=self.top_n)
+        return scored_copies(documents, ranked)
 
     def rerank(
         self,
@@ -223,28 +188,18 @@ class NIMRerank(BaseDocumentCompressor):
         top_n: int | None = _OWN_TOP_N,
         max_chunks_per_doc: int | None = None,
     ) -> list[dict[str, Any]]:
-        """Rank texts, documents or ``{"text": ...}`` dicts, as LangChain's ``JinaRerank`` does.
+        """Rank strings, documents or ``{"text": ...}`` dicts, as LangChain's ``JinaRerank`` does.
 
-        Args:
-            documents: strings, ``Document`` objects or dicts with a ``"text"``
-                string, in any mix.
-            query: what the documents are ranked against.
-            model: this call's model (None: the compressor's).
-            top_n: how many results (-1, the default: the compressor's
-                ``top_n``; None: all of them; 0: none, and no request is sent).
-            max_chunks_per_doc: this call's ``max_chunks_per_doc`` (None: the
-                compressor's; it needs ``chunking``).
-
-        Returns:
-            ``[{"index": i, "relevance_score": score}, ...]``, best first;
-            ``index`` is the position in ``documents``.
+        Returns ``[{"index": i, "relevance_score": score}, ...]``, best first.
+        ``top_n=-1`` means the compressor's (None: all); ``model`` and
+        ``max_chunks_per_doc`` apply to this call only (None: the compressor's).
         """
-        passages, top_n = _mixed_passages(documents), self._top_n(top_n)
-        changes = _per_call(model, max_chunks_per_doc)
+        passages, top_n = passages_of(documents, mixed=True), self._top_n(top_n)
+        changes = _per_call(model=model, max_chunks_per_doc=max_chunks_per_doc)
         if not changes:
-            return _index_scores(self._clients.sync.rank(query, passages, top_n=top_n))
+            return index_scores(self._clients.sync.rank(query, passages, top_n=top_n))
         with RankingClient(self._clients.options, **changes) as client:
-            return _index_scores(client.rank(query, passages, top_n=top_n))
+            return index_scores(client.rank(query, passages, top_n=top_n))
 
     async def arerank(
         self,
@@ -256,14 +211,12 @@ class NIMRerank(BaseDocumentCompressor):
         max_chunks_per_doc: int | None = None,
     ) -> list[dict[str, Any]]:
         """Like ``rerank``, on the event loop."""
-        passages, top_n = _mixed_passages(documents), self._top_n(top_n)
-        changes = _per_call(model, max_chunks_per_doc)
+        passages, top_n = passages_of(documents, mixed=True), self._top_n(top_n)
+        changes = _per_call(model=model, max_chunks_per_doc=max_chunks_per_doc)
         if not changes:
-            return _index_scores(await self._clients.async_.rank(query, passages, top_n=top_n))
+            return index_scores(await self._clients.async_.rank(query, passages, top_n=top_n))
         async with AsyncRankingClient(self._clients.options, **changes) as client:
-            return _index_scores(await client.rank(query, passages, top_n=top_n))
-
-    # -- models ------------------------------------------------------------------
+            return index_scores(await client.rank(query, passages, top_n=top_n))
 
     @property
     def available_models(self) -> list[Model]:
@@ -278,8 +231,6 @@ class NIMRerank(BaseDocumentCompressor):
             return reranker.available_models
         finally:
             reranker.close()
-
-    # -- lifecycle -------------------------------------------------------------
 
     def close(self) -> None:
         """Close the clients' connections (a later call reopens them)."""
@@ -302,7 +253,7 @@ class NIMRerank(BaseDocumentCompressor):
         clone.__dict__.update(copy.deepcopy(self.__dict__, memo))
         return clone
 
-    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Any:
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
         """A copy with ``update`` applied (checked by nimrank) and clients of its own."""
         clone = super().model_copy(update=update, deep=deep)
         if update:
@@ -357,71 +308,6 @@ def _nvidia_spellings(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def _per_call(model: str | None, max_chunks_per_doc: int | None) -> dict[str, Any]:
-    changes: dict[str, Any] = {}
-    if model is not None:
-        changes["model"] = model
-    if max_chunks_per_doc is not None:
-        changes["max_chunks_per_doc"] = max_chunks_per_doc
-    return changes
-
-
-def _document_passage(position: int, document: Document) -> str | Passage:
-    image = document.metadata.get("image")
-    if not image:  # as in NVIDIARerank: an unset or empty image means text only
-        return document.page_content
-    if not isinstance(image, str):
-        raise ValueError(
-            f"documents[{position}].metadata['image'] must be a base64 data URL string, "
-            f"'data:image/<type>;base64,<payload>', got {type(image).__name__}"
-        )
-    # An image-only document is sent without text, not with an empty one.
-    return Passage(document.page_content or None, image)
-
-
-def _document_passages(documents: Sequence[Document]) -> list[str | Passage]:
-    if isinstance(documents, (str, Document)):
-        raise TypeError("documents must be a list of Document objects, not a single one")
-    passages = []
-    for position, document in enumerate(documents):
-        if not isinstance(document, Document):
-            raise TypeError(
-                f"documents[{position}] must be a langchain Document, got "
-                f"{type(document).__name__} (rerank() takes plain strings)"
-            )
-        passages.append(_document_passage(position, document))
-    return passages
-
-
-def _mixed_passages(documents: Sequence[str | Document | dict[str, Any]]) -> list[str | Passage]:
-    if isinstance(documents, (str, Document, dict)):
-        raise TypeError("documents must be a list, not a single document")
-    passages: list[str | Passage] = []
-    for position, document in enumerate(documents):
-        if isinstance(document, str):
-            passages.append(document)
-        elif isinstance(document, Document):
-            passages.append(_document_passage(position, document))
-        elif isinstance(document, dict) and isinstance(document.get("text"), str):
-            passages.append(document["text"])
-        else:
-            raise TypeError(
-                f"documents[{position}] must be a str, a Document or a dict with a "
-                f"'text' string, got {type(document).__name__}"
-            )
-    return passages
-
-
-def _index_scores(ranked: list[RankedPassage]) -> list[dict[str, Any]]:
-    return [{"index": item.index, "relevance_score": item.score} for item in ranked]
-
-
-def _scored_copies(documents: Sequence[Document], ranked: list[RankedPassage]) -> list[Document]:
-    # A new metadata dict per copy: the caller's documents are never changed.
-    # The metadata values themselves are shared, not deep-copied.
-    return [
-        documents[item.index].model_copy(
-            update={"metadata": {**documents[item.index].metadata, "relevance_score": item.score}}
-        )
-        for item in ranked
-    ]
+def _per_call(**changes: Any) -> dict[str, Any]:
+    """``rerank()``'s per-call options that were given (None: the compressor's)."""
+    return {name: value for name, value in changes.items() if value is not None}
