@@ -1,15 +1,15 @@
 """``NIMRerank``: a LangChain ``BaseDocumentCompressor`` on nimrank's ranking clients.
 
 Documents become passages (``documents.py``), one ``nimrank.RankingClients``
-pair ranks them, and the ranking becomes scored copies. Every option, its
-default, description and validation is nimrank's (``RankingOptions``); so are
-batching, retries, the client lifecycle and the errors.
+pair ranks them, and the ranking becomes scored copies. The fields are
+nimrank's options (``parameters.py``): every default, description and check is
+nimrank's (``RankingOptions``), as are batching, retries, the client lifecycle
+and the errors.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -17,17 +17,10 @@ from langchain_core.documents import BaseDocumentCompressor, Document
 from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, field_serializer
 from typing_extensions import Self
 
-from nimrank import (
-    DEFAULT_OPTIONS,
-    AsyncRankingClient,
-    RankingClient,
-    RankingClients,
-    RankingOptions,
-    RetryPolicy,
-    describe_option,
-)
+from nimrank import AsyncRankingClient, RankingClient, RankingClients, RankingOptions, RetryPolicy
 
 from .documents import index_scores, passages_of, scored_copies
+from .parameters import OPTION_NAMES, Model, core_value, mask_values, nvidia_spellings, option
 
 if TYPE_CHECKING:
     # Only an annotation here; importing it loads LangChain's callback manager (~100 ms).
@@ -37,23 +30,6 @@ __all__ = ["Model", "NIMRerank"]
 
 # ``rerank(top_n=-1)`` means "the compressor's top_n", as in LangChain's JinaRerank.
 _OWN_TOP_N = -1
-# What a dump shows instead of a header value: they may hold a proxy's token.
-_MASK = "**********"
-
-
-def _option(name: str) -> Any:
-    """A field for nimrank option ``name``: its default and description are the core's."""
-    default = getattr(DEFAULT_OPTIONS, name)
-    if isinstance(default, Mapping):  # extra_headers: a fresh dict per compressor
-        return Field(default_factory=dict, description=describe_option(name), repr=False)
-    return Field(default=default, description=describe_option(name))
-
-
-@dataclasses.dataclass(frozen=True)
-class Model:
-    """A ranking model the service lists: ``NVIDIARerank.available_models``' items by ``id``."""
-
-    id: str
 
 
 class NIMRerank(BaseDocumentCompressor):
@@ -87,27 +63,27 @@ class NIMRerank(BaseDocumentCompressor):
     )
 
     # NVIDIARerank's parameters, then nimrank's own (see describe_option).
-    model: str | None = _option("model")
-    api_key: SecretStr | None = _option("api_key")
-    base_url: str | None = _option("base_url")
-    truncate: str | None = _option("truncate")
-    max_batch_size: int = _option("max_batch_size")
+    model: str | None = option("model")
+    api_key: SecretStr | None = option("api_key")
+    base_url: str | None = option("base_url")
+    truncate: str | None = option("truncate")
+    max_batch_size: int = option("max_batch_size")
     top_n: int | None = Field(
         default=5, ge=0, description="How many documents to return (None: all of them)."
     )
-    default_headers: dict[str, str] = _option("extra_headers")
-    protocol: str = _option("protocol")
-    max_concurrency: int = _option("max_concurrency")
-    timeout: float = _option("timeout")
-    max_retries: int | None = _option("max_retries")
-    retry_policy: RetryPolicy = _option("retry_policy")
-    max_passage_chars: int | None = _option("max_passage_chars")
-    chunking: bool = _option("chunking")
-    chunk_overlap_chars: int | None = _option("chunk_overlap_chars")
-    max_chunks_per_doc: int | None = _option("max_chunks_per_doc")
-    score_transform: str = _option("score_transform")
-    score_threshold: float | None = _option("score_threshold")
-    max_response_bytes: int = _option("max_response_bytes")
+    default_headers: dict[str, str] = option("extra_headers")
+    protocol: str = option("protocol")
+    max_concurrency: int = option("max_concurrency")
+    timeout: float = option("timeout")
+    max_retries: int | None = option("max_retries")
+    retry_policy: RetryPolicy = option("retry_policy")
+    max_passage_chars: int | None = option("max_passage_chars")
+    chunking: bool = option("chunking")
+    chunk_overlap_chars: int | None = option("chunk_overlap_chars")
+    max_chunks_per_doc: int | None = option("max_chunks_per_doc")
+    score_transform: str = option("score_transform")
+    score_threshold: float | None = option("score_threshold")
+    max_response_bytes: int = option("max_response_bytes")
 
     _clients: RankingClients = PrivateAttr()
 
@@ -118,7 +94,7 @@ class NIMRerank(BaseDocumentCompressor):
             ValueError, TypeError: an option nimrank refuses, with its message.
             nimrank.MissingAPIKeyError: NVIDIA's hosted catalog and no key.
         """
-        super().__init__(**_nvidia_spellings(data))
+        super().__init__(**nvidia_spellings(data))
         # A missing key or a bad URL fails here, not at the first call (and
         # outside pydantic, which would turn MissingAPIKeyError into its own error).
         self._clients.check()
@@ -128,7 +104,7 @@ class NIMRerank(BaseDocumentCompressor):
         self._clients = RankingClients(self._options())
 
     def __setattr__(self, name: str, value: Any) -> None:
-        core_name = _CORE_NAMES.get(name)
+        core_name = OPTION_NAMES.get(name)
         if core_name is None:  # top_n, private attributes, extra_headers' property
             super().__setattr__(name, value)
             return
@@ -136,7 +112,7 @@ class NIMRerank(BaseDocumentCompressor):
         super().__setattr__(name, value)  # pydantic's type check
         try:
             # The core checks the new value now; the pair closes the old clients.
-            self._clients.update(**{core_name: _core_value(getattr(self, name))})
+            self._clients.update(**{core_name: core_value(getattr(self, name))})
             self._clients.check()
         except BaseException:
             self.__dict__[name] = old_value
@@ -155,7 +131,7 @@ class NIMRerank(BaseDocumentCompressor):
     @field_serializer("default_headers")
     def _mask_header_values(self, headers: dict[str, str]) -> dict[str, str]:
         # model_dump() is printed and logged; header values may be credentials.
-        return dict.fromkeys(headers, _MASK)
+        return mask_values(headers)
 
     # -- LangChain's interface -------------------------------------------------
 
@@ -275,37 +251,11 @@ class NIMRerank(BaseDocumentCompressor):
 
     def _options(self) -> RankingOptions:
         return RankingOptions(
-            **{core: _core_value(getattr(self, name)) for name, core in _CORE_NAMES.items()}
+            **{core: core_value(getattr(self, name)) for name, core in OPTION_NAMES.items()}
         )
 
     def _top_n(self, top_n: int | None) -> int | None:
         return self.top_n if top_n == _OWN_TOP_N else top_n
-
-
-#: The compressor's fields that are nimrank options -> the options' names.
-_CORE_NAMES = {field.name: field.name for field in dataclasses.fields(RankingOptions)}
-# NVIDIARerank's name for the headers.
-_CORE_NAMES["default_headers"] = _CORE_NAMES.pop("extra_headers")
-
-
-def _core_value(value: Any) -> Any:
-    return value.get_secret_value() if isinstance(value, SecretStr) else value
-
-
-def _nvidia_spellings(data: dict[str, Any]) -> dict[str, Any]:
-    """``NVIDIARerank``'s alternative names folded into ours, with its precedence."""
-    # NVIDIARerank 1.5.0's switch for its usage telemetry: nimrank sends none.
-    data = {name: value for name, value in data.items() if name != "usage_telemetry_enabled"}
-    for name, alternative in (("api_key", "nvidia_api_key"), ("base_url", "nvidia_base_url")):
-        if alternative in data:
-            value = data.pop(alternative)
-            if value:  # as NVIDIARerank: "nvidia_api_key or api_key"
-                data[name] = value
-    if "extra_headers" in data:
-        headers = data.pop("extra_headers")
-        if not data.get("default_headers"):
-            data["default_headers"] = headers
-    return data
 
 
 def _per_call(**changes: Any) -> dict[str, Any]:
