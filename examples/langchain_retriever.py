@@ -88,8 +88,13 @@ def build_retriever(server_url: str) -> tuple[BaseRetriever, ContextualCompressi
         [Document(page_content=text, metadata={"title": title}) for title, text in PASSAGES]
     )
     candidates = store.as_retriever(search_kwargs={"k": CANDIDATES})
+    # The ranking models the service lists, as NVIDIARerank.get_available_models gives them.
+    # (Without model=..., NIMRerank takes the first one and warns which.)
+    (model, *_) = NIMRerank.get_available_models(base_url=server_url)
+    print(f"The service ranks with: {model.id}\n")
     reranker = NIMRerank(
         base_url=server_url,  # the embedded stand-in; a real NIM takes the same URL shape
+        model=model.id,
         top_n=TOP_N,
         max_batch_size=4,  # 10 candidates -> 3 requests, sent concurrently
     )

@@ -16,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
+import pickle
 import runpy
+import warnings
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from langchain_core.embeddings import DeterministicFakeEmbedding
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.vectorstores import InMemoryVectorStore
 
+from conftest import TEST_MODEL
 from langchain_nimrank import NIMRerank
 from leaks import no_unclosed_connections
 from nimrank import BadRequestError
@@ -40,6 +43,8 @@ CANDIDATES = 20  # what the vector store hands the reranker
 BATCH = 6  # -> 4 ranking requests per retrieval
 TOP_N = 4
 FAKE_KEY = "nvapi-fake-langchain-test-key-not-real"
+VLM = "nvidia/llama-nemotron-rerank-vl-1b-v2"
+IMAGE = "data:image/png;base64,iVBORw0KGgo="
 
 Made = Callable[..., NIMRerank]
 
@@ -69,6 +74,8 @@ async def make_reranker(ranking_server: RankingServer) -> AsyncIterator[Made]:
 
     def make(**options: Any) -> NIMRerank:
         options.setdefault("base_url", ranking_server.url)
+        # A model named: only the discovery tests ask the server for /v1/models.
+        options.setdefault("model", TEST_MODEL)
         reranker = NIMRerank(**options)
         made.append(reranker)
         return reranker
@@ -270,6 +277,151 @@ async def test_rerank_answers_in_jina_reranks_shape(kind: str, make_reranker: Ma
     assert result == [{"index": i, "relevance_score": score(QUERY, texts[i])} for i in expected]
 
 
+# -- NVIDIARerank's behaviours ------------------------------------------------------
+
+
+async def rank_with(reranker: NIMRerank, kind: str, documents: list[Document]) -> list[Document]:
+    if kind == "sync":
+        return list(reranker.compress_documents(documents, QUERY))
+    return list(await reranker.acompress_documents(documents, QUERY))
+
+
+def sent_passages(server: RankingServer) -> list[dict[str, str]]:
+    return [p for r in server.requests if r.path == "/v1/ranking" for p in r.body["passages"]]
+
+
+async def test_image_documents_are_sent_as_nvidia_rerank_sends_them(
+    kind: str, make_reranker: Made, ranking_server: RankingServer
+) -> None:
+    # The embedded server answers for the VLM here (it scores text only).
+    ranking_server.inject_fault(
+        200, {"rankings": [{"index": i, "logit": float(3 - i)} for i in range(3)]}
+    )
+    documents = [
+        Document(page_content="a caption", metadata={"image": IMAGE}),
+        Document(page_content="", metadata={"image": IMAGE, "page": 3}),
+        Document(page_content="text only", metadata={"image": ""}),
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a known VLM: no warning
+        result = await rank_with(make_reranker(model=VLM, top_n=None), kind, documents)
+    assert sent_passages(ranking_server) == [
+        {"text": "a caption", "image": IMAGE},
+        {"image": IMAGE},  # image only: no empty text
+        {"text": "text only"},
+    ]
+    assert [doc.metadata for doc in result] == [
+        {**doc.metadata, "relevance_score": float(3 - i)} for i, doc in enumerate(documents)
+    ]
+
+
+async def test_images_to_a_model_not_known_as_a_vlm_warn_once(
+    kind: str, make_reranker: Made
+) -> None:
+    documents = [Document(page_content="GPU", metadata={"image": IMAGE})] * 2
+    with (
+        pytest.warns(UserWarning, match="not known to be a VLM") as caught,
+        pytest.raises(BadRequestError),  # this server takes text only
+    ):
+        await rank_with(make_reranker(), kind, documents)
+    assert len([w for w in caught if "VLM" in str(w.message)]) == 1
+
+
+async def test_no_model_uses_the_first_the_server_lists_with_one_warning(
+    kind: str, make_reranker: Made, ranking_server: RankingServer
+) -> None:
+    reranker = make_reranker(model=None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        await rank_with(reranker, kind, corpus(3))
+        await rank_with(reranker, kind, corpus(3))
+    assert [str(w.message)[:24] for w in caught] == ["nimrank: no model given;"]
+    listed = [model.id for model in reranker.available_models]
+    assert {r.body["model"] for r in ranking_server.requests if r.path == "/v1/ranking"} == {
+        listed[0]
+    }
+
+
+def test_available_models_are_the_ones_the_service_lists(ranking_server: RankingServer) -> None:
+    served = ranking_server.settings.model
+    assert [m.id for m in NIMRerank.get_available_models(base_url=ranking_server.url)] == [served]
+    reranker = NIMRerank(nvidia_base_url=ranking_server.url)
+    assert [m.id for m in reranker.available_models] == [served]
+    reranker.close()
+    assert [r.path for r in ranking_server.requests] == ["/v1/models", "/v1/models"]
+
+
+@pytest.mark.parametrize("given", ["env", "param", "both"])
+def test_nvidia_base_url_decides_where_passages_go(
+    given: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NVIDIA_API_KEY", FAKE_KEY)  # the hosted catalog must not win
+    with RankingServer() as from_env, RankingServer() as from_param:
+        if given != "param":
+            monkeypatch.setenv("NVIDIA_BASE_URL", from_env.url)
+        options = {"base_url": from_param.url} if given != "env" else {}
+        reranker = NIMRerank(model=TEST_MODEL, **options)
+        reranker.compress_documents(corpus(3), QUERY)
+        reranker.close()
+        chosen, other = (from_env, from_param) if given == "env" else (from_param, from_env)
+        assert [r.path for r in chosen.requests] == ["/v1/ranking"]
+        assert other.requests == []
+
+
+async def test_rerank_per_call_model_and_max_chunks_per_doc(
+    kind: str, make_reranker: Made, ranking_server: RankingServer
+) -> None:
+    reranker = make_reranker(top_n=None, max_passage_chars=10, chunking=True)
+    long_text = " ".join(f"GPU{i}" for i in range(20))  # ~100 characters: ~10 distinct windows
+    if kind == "sync":
+        result = reranker.rerank([long_text], QUERY, model="other/model", max_chunks_per_doc=2)
+        again = reranker.rerank([long_text], QUERY)
+    else:
+        result = await reranker.arerank(
+            [long_text], QUERY, model="other/model", max_chunks_per_doc=2
+        )
+        again = await reranker.arerank([long_text], QUERY)
+    assert [item["index"] for item in result + again] == [0, 0]
+    first, second = (r.body for r in ranking_server.requests)
+    assert (first["model"], len(first["passages"])) == ("other/model", 2)
+    assert second["model"] == TEST_MODEL
+    assert len(second["passages"]) > 2
+
+
+async def test_assigned_options_apply_to_the_next_call_and_old_clients_close(
+    kind: str, ranking_server: RankingServer
+) -> None:
+    candidates = corpus(CANDIDATES)
+    with no_unclosed_connections():
+        reranker = NIMRerank(base_url=ranking_server.url, model=TEST_MODEL, top_n=TOP_N)
+        await rank_with(reranker, kind, candidates)
+        reranker.max_batch_size = BATCH
+        with pytest.raises(ValueError, match="max_batch_size"):
+            reranker.max_batch_size = 0
+        result = await rank_with(reranker, kind, candidates)
+        await reranker.aclose()
+        del reranker
+    sizes = [len(batch) for batch in ranking_requests(ranking_server)]
+    assert sizes == [CANDIDATES, 6, 6, 6, 2] or sorted(sizes[1:]) == [2, 6, 6, 6]
+    assert [(d.page_content, d.metadata["relevance_score"]) for d in result] == best_by_score(
+        candidates, TOP_N
+    )
+
+
+def test_an_unpickled_reranker_ranks_with_the_key_of_its_own_environment(
+    ranking_server: RankingServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reranker = NIMRerank(base_url=ranking_server.url, model=TEST_MODEL, api_key=FAKE_KEY)
+    monkeypatch.setenv("NVIDIA_API_KEY", "nvapi-the-workers-own-key")
+    clone = pickle.loads(pickle.dumps(reranker))
+    clone.compress_documents(corpus(2), QUERY)
+    reranker.close()
+    clone.close()
+    (request,) = ranking_server.requests
+    expected = hashlib.sha256(b"Bearer nvapi-the-workers-own-key").hexdigest()
+    assert request.authorization_sha256 == expected
+
+
 # -- event loops and closing -----------------------------------------------------
 
 
@@ -279,7 +431,9 @@ def test_one_reranker_ranks_in_two_event_loops_and_aclose_releases_each_loops_co
     candidates = corpus(CANDIDATES)
 
     def rank_in_two_loops() -> list[list[Document]]:
-        reranker = NIMRerank(base_url=ranking_server.url, top_n=TOP_N, max_batch_size=BATCH)
+        reranker = NIMRerank(
+            base_url=ranking_server.url, model=TEST_MODEL, top_n=TOP_N, max_batch_size=BATCH
+        )
 
         async def rank_and_close() -> list[Document]:
             try:

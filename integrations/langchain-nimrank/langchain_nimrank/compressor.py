@@ -1,33 +1,32 @@
 """``NIMRerank``: a LangChain ``BaseDocumentCompressor`` on nimrank's ranking clients.
 
-Mapping code only: documents become texts, ``RankingClient.rank`` (or
-``AsyncRankingClient.rank``) ranks them, and the ranked indices become scored
-copies of the documents. Batching, concurrency, retries, truncation and errors
-are the client's.
+Documents become passages (``documents.py``), one ``nimrank.RankingClients``
+pair ranks them, and the ranking becomes scored copies. The fields are
+nimrank's options (``parameters.py``): every default, description and check is
+nimrank's (``RankingOptions``), as are batching, retries, the client lifecycle
+and the errors.
 """
 
 from __future__ import annotations
 
 import copy
-import threading
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from langchain_core.callbacks import Callbacks
 from langchain_core.documents import BaseDocumentCompressor, Document
-from pydantic import (
-    AliasChoices,
-    ConfigDict,
-    Field,
-    PrivateAttr,
-    SecretStr,
-    field_validator,
-    model_validator,
-)
+from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, field_serializer
+from typing_extensions import Self
 
-from nimrank import DEFAULT_MODEL, AsyncRankingClient, RankedPassage, RankingClient, RetryPolicy
+from nimrank import AsyncRankingClient, RankingClient, RankingClients, RankingOptions, RetryPolicy
 
-__all__ = ["NIMRerank"]
+from .documents import index_scores, passages_of, scored_copies
+from .parameters import OPTION_NAMES, Model, core_value, mask_values, nvidia_spellings, option
+
+if TYPE_CHECKING:
+    # Only an annotation here; importing it loads LangChain's callback manager (~100 ms).
+    from langchain_core.callbacks import Callbacks
+
+__all__ = ["Model", "NIMRerank"]
 
 # ``rerank(top_n=-1)`` means "the compressor's top_n", as in LangChain's JinaRerank.
 _OWN_TOP_N = -1
@@ -36,347 +35,229 @@ _OWN_TOP_N = -1
 class NIMRerank(BaseDocumentCompressor):
     """Rerank LangChain documents with an NVIDIA NIM (or Cohere/Jina-style) ranking service.
 
-    Takes ``NVIDIARerank``'s parameters, so switching is an import change,
-    plus nimrank's own (concurrency, timeout, retries, protocol, passage and
-    score options). Batches of ``max_batch_size`` documents are sent
-    concurrently (at most ``max_concurrency`` at a time) and merged into one
-    ranking. The returned documents are copies carrying
-    ``metadata["relevance_score"]``; the input documents are left untouched.
+    Takes ``NVIDIARerank``'s parameters, so switching is an import change, and
+    every other nimrank option; any may be assigned later (checked at once).
+    Results are copies with ``metadata["relevance_score"]`` (``None``: a blank
+    document, not sent, ranked last). ``metadata["image"]`` (a base64
+    ``data:image/...`` URL) makes a document an image passage for a VLM reranker.
 
     Example::
 
-        from langchain_nimrank import NIMRerank
-        from langchain_core.documents import Document
-
         reranker = NIMRerank(base_url="http://localhost:8000/v1", top_n=3)
-        best = reranker.compress_documents(
-            [Document(page_content=text) for text in passages],
-            query="What is the GPU memory bandwidth of H100 SXM?",
-        )
+        best = reranker.compress_documents(documents, query="What is H100's bandwidth?")
         best[0].metadata["relevance_score"]
 
-    Inside a retriever (``pip install langchain-classic``)::
-
-        from langchain_classic.retrievers import ContextualCompressionRetriever
-
-        retriever = ContextualCompressionRetriever(
-            base_compressor=reranker, base_retriever=vectorstore.as_retriever()
-        )
-
-    The connection pools are kept open between calls; ``close()`` (and, from
-    asyncio code, ``await aclose()``) releases them.
+    The connections stay open between calls; ``close()`` / ``await aclose()`` release them.
     """
 
-    # hide_input_in_errors: a validation error must not print the api_key it was given.
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, hide_input_in_errors=True)
+    # strict: a value the core would refuse is not coerced into one it accepts.
+    # hide_input_in_errors: a validation error must not print the key it was given.
+    # defer_build: the schema is built at the first construction, not at import.
+    model_config = ConfigDict(
+        defer_build=True,
+        extra="forbid",
+        validate_assignment=True,
+        strict=True,
+        hide_input_in_errors=True,
+        arbitrary_types_allowed=True,
+    )
 
-    # -- NVIDIARerank's parameters ---------------------------------------------
-
-    model: str = Field(
-        default=DEFAULT_MODEL,
-        description=f"The ranking model (None: nimrank's default, {DEFAULT_MODEL!r}).",
-    )
-    api_key: SecretStr | None = Field(
-        default=None,
-        # NVIDIARerank takes both spellings.
-        validation_alias=AliasChoices("api_key", "nvidia_api_key"),
-        description="API key (also accepted as nvidia_api_key); default: the "
-        "NVIDIA_API_KEY or NVIDIA_NIM_API_KEY environment variable for the NIM "
-        "protocol. Needed only by hosted services.",
-    )
-    base_url: str | None = Field(
-        default=None,
-        description="'http://host:8000/v1' for a self-hosted NIM; None for NVIDIA's "
-        "hosted catalog; a full URL ending in /ranking, /reranking or /rerank is "
-        "used as given.",
-    )
-    truncate: Literal["NONE", "END"] | None = Field(
-        default=None,
-        description="NIM's server-side truncation of passages longer than the model's "
-        "context: 'END' cuts them, 'NONE' refuses them; None: the server's default.",
-    )
-    max_batch_size: int = Field(default=32, description="Documents per request (NIM: <= 512).")
+    # NVIDIARerank's parameters, then nimrank's own (see describe_option).
+    model: str | None = option("model")
+    api_key: SecretStr | None = option("api_key")
+    base_url: str | None = option("base_url")
+    truncate: str | None = option("truncate")
+    max_batch_size: int = option("max_batch_size")
     top_n: int | None = Field(
         default=5, ge=0, description="How many documents to return (None: all of them)."
     )
-    extra_headers: dict[str, str] = Field(
-        default_factory=dict,
-        # Newer NVIDIARerank releases call it default_headers.
-        validation_alias=AliasChoices("extra_headers", "default_headers"),
-        description="Headers added to every request (also accepted as default_headers).",
-        # They may carry credentials of their own (a proxy's token).
-        repr=False,
-    )
+    default_headers: dict[str, str] = option("extra_headers")
+    protocol: str = option("protocol")
+    max_concurrency: int = option("max_concurrency")
+    timeout: float = option("timeout")
+    max_retries: int | None = option("max_retries")
+    retry_policy: RetryPolicy = option("retry_policy")
+    max_passage_chars: int | None = option("max_passage_chars")
+    chunking: bool = option("chunking")
+    chunk_overlap_chars: int | None = option("chunk_overlap_chars")
+    max_chunks_per_doc: int | None = option("max_chunks_per_doc")
+    score_transform: str = option("score_transform")
+    score_threshold: float | None = option("score_threshold")
+    max_response_bytes: int = option("max_response_bytes")
 
-    # -- nimrank's own ---------------------------------------------------------
-
-    protocol: Literal["nim", "cohere"] = Field(
-        default="nim",
-        description="'nim' for NIM's /v1/ranking; 'cohere' for the /v1/rerank API of "
-        "Jina, Cohere, vLLM or a LiteLLM proxy (needs base_url).",
-    )
-    max_concurrency: int = Field(default=8, description="Requests in flight at once.")
-    timeout: float = Field(default=60.0, description="Seconds to wait for each response.")
-    max_retries: int = Field(
-        default=3, description="Retries of a failed request (429, 5xx, timeouts, connection)."
-    )
-    max_passage_chars: int | None = Field(
-        default=None,
-        description="Cut each document to this many characters before sending "
-        "(with chunking: the window size).",
-    )
-    chunking: bool = Field(
-        default=False,
-        description="Score long documents as overlapping windows of max_passage_chars "
-        "and keep each document's best window score.",
-    )
-    chunk_overlap_chars: int | None = Field(
-        default=None, description="Overlap of the windows (default: a tenth of the window)."
-    )
-    max_chunks_per_doc: int | None = Field(
-        default=None, description="Score at most this many windows of one document."
-    )
-    score_transform: Literal["raw", "sigmoid"] = Field(
-        default="raw",
-        description="'raw': the server's score (a NIM logit); 'sigmoid': mapped into (0, 1).",
-    )
-    score_threshold: float | None = Field(
-        default=None, description="Drop documents scoring below this (after score_transform)."
-    )
-    retry_policy: RetryPolicy | None = Field(
-        default=None,
-        description="Backoff settings (nimrank.RetryPolicy); max_retries still applies.",
-    )
-
-    # -- clients, built from the fields above ----------------------------------
-
-    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
-    _settings: dict[str, Any] | None = PrivateAttr(default=None)
-    _client: RankingClient | None = PrivateAttr(default=None)
-    # Serves every event loop: the client keeps one connection pool per loop.
-    _async: AsyncRankingClient | None = PrivateAttr(default=None)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _refuse_conflicting_aliases(cls, data: Any) -> Any:
-        if isinstance(data, Mapping):
-            for one, other in (("api_key", "nvidia_api_key"), ("extra_headers", "default_headers")):
-                if data.get(one) is not None and data.get(other) is not None:
-                    raise ValueError(f"pass {one} or {other}, not both")
-        return data
-
-    @field_validator("model", mode="before")
-    @classmethod
-    def _default_model_for_none(cls, model: Any) -> Any:
-        # NVIDIARerank(model=None) means "the default model".
-        return DEFAULT_MODEL if model is None else model
+    _clients: RankingClients = PrivateAttr()
 
     def __init__(self, **data: Any) -> None:
-        """Create the compressor; the fields above are its keyword arguments.
+        """Take the fields as keywords (and ``nvidia_api_key``, ``nvidia_base_url``, which win).
 
         Raises:
-            ValueError, TypeError: an option the client refuses, with the
-                client's message (e.g. ``max_batch_size=0``).
-            nimrank.MissingAPIKeyError: no ``base_url`` (NVIDIA's hosted
-                catalog) and no key passed or in the environment.
+            ValueError, TypeError: an option nimrank refuses, with its message.
+            nimrank.MissingAPIKeyError: NVIDIA's hosted catalog and no key.
         """
-        super().__init__(**data)
-        # Build the client now so that a bad option fails here, with the
-        # client's own error, rather than at the first query. A field assigned
-        # later is checked by the client rebuilt on the next call.
-        self._sync_client()
+        super().__init__(**nvidia_spellings(data))
+        # A missing key or a bad URL fails here, not at the first call (and
+        # outside pydantic, which would turn MissingAPIKeyError into its own error).
+        self._clients.check()
 
-    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> NIMRerank:
-        # The clients (a lock, sockets, threads) are not copied: the copy
-        # builds its own on first use.
-        fields = {
-            name: copy.deepcopy(getattr(self, name), memo) for name in type(self).model_fields
-        }
-        return type(self).model_construct(**fields)
+    def model_post_init(self, context: Any, /) -> None:
+        # After every way of making one (also model_validate): the options are checked here.
+        self._clients = RankingClients(self._options())
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        core_name = OPTION_NAMES.get(name)
+        if core_name is None:  # top_n, private attributes, extra_headers' property
+            super().__setattr__(name, value)
+            return
+        old_value, old_options = self.__dict__[name], self._clients.options
+        super().__setattr__(name, value)  # pydantic's type check
+        try:
+            # The core checks the new value now; the pair closes the old clients.
+            self._clients.update(**{core_name: core_value(getattr(self, name))})
+            self._clients.check()
+        except BaseException:
+            self.__dict__[name] = old_value
+            self._clients.options = old_options
+            raise
+
+    @property
+    def extra_headers(self) -> dict[str, str]:
+        """``default_headers`` under its older name (nimrank's option name)."""
+        return self.default_headers
+
+    @extra_headers.setter
+    def extra_headers(self, headers: dict[str, str]) -> None:
+        self.default_headers = headers
+
+    @field_serializer("default_headers")
+    def _mask_header_values(self, headers: dict[str, str]) -> dict[str, str]:
+        # model_dump() is printed and logged; header values may be credentials.
+        return mask_values(headers)
 
     # -- LangChain's interface -------------------------------------------------
 
     def compress_documents(
-        self,
-        documents: Sequence[Document],
-        query: str,
-        callbacks: Callbacks | None = None,
+        self, documents: Sequence[Document], query: str, callbacks: Callbacks | None = None
     ) -> Sequence[Document]:
-        """Rank ``documents`` against ``query`` and return the best ``top_n``.
-
-        Args:
-            documents: the retrieved documents; their ``page_content`` is ranked.
-            query: what the documents are ranked against.
-            callbacks: accepted for LangChain's interface; not used.
-
-        Returns:
-            Copies of the best ``top_n`` documents, best first, each with
-            ``metadata["relevance_score"]``. Ties keep the input order.
+        """Copies of the best ``top_n`` documents for ``query``, best first (ties: input order).
 
         Raises:
+            ValueError: a ``metadata["image"]`` that is not a base64 data URL.
             nimrank.RankingError: a subclass saying what failed.
         """
-        ranked = self._sync_client().rank(query, _page_contents(documents), top_n=self.top_n)
-        return _scored_copies(documents, ranked)
+        ranked = self._clients.sync.rank(query, passages_of(documents), top_n=self.top_n)
+        return scored_copies(documents, ranked)
 
     async def acompress_documents(
-        self,
-        documents: Sequence[Document],
-        query: str,
-        callbacks: Callbacks | None = None,
+        self, documents: Sequence[Document], query: str, callbacks: Callbacks | None = None
     ) -> Sequence[Document]:
         """Like ``compress_documents``, on the event loop (no worker thread)."""
-        client = self._async_client()
-        ranked = await client.rank(query, _page_contents(documents), top_n=self.top_n)
-        return _scored_copies(documents, ranked)
+        client = self._clients.async_
+        ranked = await client.rank(query, passages_of(documents), top_n=self.top_n)
+        return scored_copies(documents, ranked)
 
     def rerank(
         self,
         documents: Sequence[str | Document | dict[str, Any]],
         query: str,
         *,
+        model: str | None = None,
         top_n: int | None = _OWN_TOP_N,
+        max_chunks_per_doc: int | None = None,
     ) -> list[dict[str, Any]]:
-        """Rank texts, documents or ``{"text": ...}`` dicts, as LangChain's ``JinaRerank`` does.
+        """Rank strings, documents or ``{"text": ...}`` dicts, as LangChain's ``JinaRerank`` does.
 
-        Args:
-            documents: strings, ``Document`` objects (their ``page_content``)
-                or dicts with a ``"text"`` string, in any mix.
-            query: what the documents are ranked against.
-            top_n: how many results (-1, the default: the compressor's
-                ``top_n``; None: all of them; 0: none, and no request is sent).
-
-        Returns:
-            ``[{"index": i, "relevance_score": score}, ...]``, best first;
-            ``index`` is the position in ``documents``.
+        Returns ``[{"index": i, "relevance_score": score}, ...]``, best first.
+        ``top_n=-1`` means the compressor's (None: all); ``model`` and
+        ``max_chunks_per_doc`` apply to this call only (None: the compressor's).
         """
-        ranked = self._sync_client().rank(query, _texts(documents), top_n=self._top_n(top_n))
-        return [{"index": item.index, "relevance_score": item.score} for item in ranked]
+        passages, top_n = passages_of(documents, mixed=True), self._top_n(top_n)
+        changes = _per_call(model=model, max_chunks_per_doc=max_chunks_per_doc)
+        if not changes:
+            return index_scores(self._clients.sync.rank(query, passages, top_n=top_n))
+        with RankingClient(self._clients.options, **changes) as client:
+            return index_scores(client.rank(query, passages, top_n=top_n))
 
     async def arerank(
         self,
         documents: Sequence[str | Document | dict[str, Any]],
         query: str,
         *,
+        model: str | None = None,
         top_n: int | None = _OWN_TOP_N,
+        max_chunks_per_doc: int | None = None,
     ) -> list[dict[str, Any]]:
         """Like ``rerank``, on the event loop."""
-        client = self._async_client()
-        ranked = await client.rank(query, _texts(documents), top_n=self._top_n(top_n))
-        return [{"index": item.index, "relevance_score": item.score} for item in ranked]
+        passages, top_n = passages_of(documents, mixed=True), self._top_n(top_n)
+        changes = _per_call(model=model, max_chunks_per_doc=max_chunks_per_doc)
+        if not changes:
+            return index_scores(await self._clients.async_.rank(query, passages, top_n=top_n))
+        async with AsyncRankingClient(self._clients.options, **changes) as client:
+            return index_scores(await client.rank(query, passages, top_n=top_n))
 
-    # -- lifecycle -------------------------------------------------------------
+    @property
+    def available_models(self) -> list[Model]:
+        """The ranking models the service lists (``model.id`` names each)."""
+        return [Model(model_id) for model_id in self._clients.sync.list_models()]
+
+    @classmethod
+    def get_available_models(cls, **kwargs: Any) -> list[Model]:
+        """The ranking models of the service that ``NIMRerank(**kwargs)`` would use."""
+        reranker = cls(**kwargs)
+        try:
+            return reranker.available_models
+        finally:
+            reranker.close()
 
     def close(self) -> None:
-        """Close the synchronous client's connections and worker threads."""
-        with self._lock:
-            client, self._client = self._client, None
-        if client is not None:
-            client.close()
+        """Close the clients' connections (a later call reopens them)."""
+        self._clients.close()
 
     async def aclose(self) -> None:
-        """Close the async client's connections on the running event loop (and the sync client)."""
-        with self._lock:
-            client = self._async
-        if client is not None:
-            await client.aclose()
-        self.close()
+        """Like ``close``; the async pool of the running event loop is awaited closed."""
+        await self._clients.aclose()
+
+    # -- copies: each has clients of its own -------------------------------------
+
+    def __copy__(self) -> NIMRerank:
+        clone = super().__copy__()
+        clone._clients = RankingClients(self._clients.options)
+        return clone
+
+    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> NIMRerank:
+        # The clients (locks, sockets, threads) are not copied: the copy makes its own.
+        clone = self.__copy__()
+        clone.__dict__.update(copy.deepcopy(self.__dict__, memo))
+        return clone
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy with ``update`` applied (checked by nimrank) and clients of its own."""
+        clone = super().model_copy(update=update, deep=deep)
+        if update:
+            clone._clients.options = clone._options()
+        return clone
+
+    def __getstate__(self) -> dict[Any, Any]:
+        # Like RankingOptions: the key does not travel; the unpickled copy
+        # reads NVIDIA_API_KEY from its own environment.
+        state = super().__getstate__()
+        fields = {**state["__dict__"], "api_key": None}
+        return {**state, "__dict__": fields, "__pydantic_private__": {}}
+
+    def __setstate__(self, state: dict[Any, Any]) -> None:
+        super().__setstate__(state)
+        self._clients = RankingClients(self._options())
 
     # -- helpers ---------------------------------------------------------------
+
+    def _options(self) -> RankingOptions:
+        return RankingOptions(
+            **{core: core_value(getattr(self, name)) for name, core in OPTION_NAMES.items()}
+        )
 
     def _top_n(self, top_n: int | None) -> int | None:
         return self.top_n if top_n == _OWN_TOP_N else top_n
 
-    def _client_settings(self) -> dict[str, Any]:
-        """The ``RankingClient`` options the fields stand for (the key still a SecretStr)."""
-        return {
-            "model": self.model,
-            "base_url": self.base_url,
-            "api_key": self.api_key,
-            "protocol": self.protocol,
-            "truncate": self.truncate,
-            "max_batch_size": self.max_batch_size,
-            "max_concurrency": self.max_concurrency,
-            "timeout": self.timeout,
-            "max_retries": self.max_retries,
-            "extra_headers": dict(self.extra_headers),
-            "max_passage_chars": self.max_passage_chars,
-            "chunking": self.chunking,
-            "chunk_overlap_chars": self.chunk_overlap_chars,
-            "max_chunks_per_doc": self.max_chunks_per_doc,
-            "score_transform": self.score_transform,
-            "score_threshold": self.score_threshold,
-            "retry_policy": self.retry_policy,
-        }
 
-    def _refresh_clients(self) -> tuple[RankingClient, AsyncRankingClient]:
-        """Both clients, rebuilt together if a field changed since they were built."""
-        with self._lock:
-            settings = self._client_settings()
-            client, async_client = self._client, self._async
-            if async_client is None or settings != self._settings:
-                # The old clients are not closed here: a copy of this compressor
-                # (``model_copy``) may still be using them.
-                options = _unwrap_key(settings)
-                client, async_client = RankingClient(**options), AsyncRankingClient(**options)
-                self._settings = settings
-            elif client is None:
-                # close() closed it for good; the async client reopens by itself.
-                client = RankingClient(**_unwrap_key(settings))
-            self._client, self._async = client, async_client
-            return client, async_client
-
-    def _sync_client(self) -> RankingClient:
-        return self._refresh_clients()[0]
-
-    def _async_client(self) -> AsyncRankingClient:
-        return self._refresh_clients()[1]
-
-
-def _unwrap_key(settings: dict[str, Any]) -> dict[str, Any]:
-    key = settings["api_key"]
-    return {**settings, "api_key": key.get_secret_value() if key is not None else None}
-
-
-def _page_contents(documents: Sequence[Document]) -> list[str]:
-    if isinstance(documents, (str, Document)):
-        raise TypeError("documents must be a list of Document objects, not a single one")
-    texts = []
-    for position, document in enumerate(documents):
-        if not isinstance(document, Document):
-            raise TypeError(
-                f"documents[{position}] must be a langchain Document, got "
-                f"{type(document).__name__} (rerank() takes plain strings)"
-            )
-        texts.append(document.page_content)
-    return texts
-
-
-def _texts(documents: Sequence[str | Document | dict[str, Any]]) -> list[str]:
-    if isinstance(documents, (str, Document, dict)):
-        raise TypeError("documents must be a list, not a single document")
-    texts = []
-    for position, document in enumerate(documents):
-        if isinstance(document, str):
-            texts.append(document)
-        elif isinstance(document, Document):
-            texts.append(document.page_content)
-        elif isinstance(document, dict) and isinstance(document.get("text"), str):
-            texts.append(document["text"])
-        else:
-            raise TypeError(
-                f"documents[{position}] must be a str, a Document or a dict with a "
-                f"'text' string, got {type(document).__name__}"
-            )
-    return texts
-
-
-def _scored_copies(documents: Sequence[Document], ranked: list[RankedPassage]) -> list[Document]:
-    # A new metadata dict per copy: the caller's documents are never changed.
-    # The metadata values themselves are shared, not deep-copied.
-    return [
-        documents[item.index].model_copy(
-            update={"metadata": {**documents[item.index].metadata, "relevance_score": item.score}}
-        )
-        for item in ranked
-    ]
+def _per_call(**changes: Any) -> dict[str, Any]:
+    """``rerank()``'s per-call options that were given (None: the compressor's)."""
+    return {name: value for name, value in changes.items() if value is not None}
