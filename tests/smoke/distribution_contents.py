@@ -38,15 +38,17 @@ def normalized(name: str) -> str:
 def check(dist: Path, project: Path) -> list[str]:
     """The problems found in the sdist and wheel built from ``project``."""
     meta = tomllib.loads((project / "pyproject.toml").read_text(encoding="utf-8"))
-    name, version = meta["project"]["name"], meta["project"]["version"]
+    name = meta["project"]["name"]
     wheel_target = meta.get("tool", {}).get("hatch", {}).get("build", {}).get("targets", {})
     packages: list[str] = wheel_target.get("wheel", {}).get("packages", [])
-    stem = f"{normalized(name)}-{version}"
     problems: list[str] = []
-    sdists = list(dist.glob(f"{stem}.tar.gz"))
-    wheels = list(dist.glob(f"{stem}-*.whl"))
+    # The version is read from the file names (nimrank's is dynamic in its pyproject).
+    sdists = list(dist.glob(f"{normalized(name)}-*.tar.gz"))
+    wheels = list(dist.glob(f"{normalized(name)}-*-py3-none-any.whl"))
     if len(sdists) != 1 or len(wheels) != 1:
-        return [f"{name}: expected one sdist and one wheel {stem}, found {sdists + wheels}"]
+        return [f"{name}: expected one sdist and one wheel, found {sdists + wheels}"]
+    stem = sdists[0].name.removesuffix(".tar.gz")
+    version = stem.rsplit("-", 1)[1]
     with tarfile.open(sdists[0]) as tar:
         members = [m.name.split("/", 1)[1] for m in tar.getmembers() if "/" in m.name]
         members = [m for m in members if not tar.getmember(f"{stem}/{m}").isdir()]
