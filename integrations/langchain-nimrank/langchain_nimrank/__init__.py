@@ -8,6 +8,16 @@ returns scored copies of the documents, and also speaks the Cohere/Jina-style
 
 from __future__ import annotations
 
+# Without its framework this package is useless: say which distribution brings
+# it rather than leave a bare ModuleNotFoundError from deep inside the adapter.
+try:
+    import langchain_core  # noqa: F401
+except ModuleNotFoundError as exc:
+    raise ImportError(
+        "langchain_nimrank needs langchain-core, which is not installed: "
+        "pip install langchain-nimrank"
+    ) from exc
+
 from .compressor import NIMRerank
 
 __all__ = ["NIMRerank"]
