@@ -237,7 +237,7 @@ def test_04_a_non_ascii_key_is_refused_at_construction_without_showing_it(key: s
 
 
 @pytest.mark.parametrize("value", [b"bytes-token", 42, "tok\u00a0en"])
-def test_04_an_extra_header_of_any_type_is_checked(value: object) -> None:
+def test_04_an_extra_header_of_any_type_is_checked(value: Any) -> None:
     with pytest.raises((ValueError, TypeError), match="X-Token"):
         RankingClient(
             model=MODEL, base_url="http://127.0.0.1:9/v1", extra_headers={"X-Token": value}

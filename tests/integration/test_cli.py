@@ -761,7 +761,9 @@ def test_score_flags_reach_the_client(server: RankingServer, jsonl_file: Path) -
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     with RankingClient(base_url=server.url, score_transform="sigmoid") as client:
-        expected = [p.index for p in client.rank(QUERY, PASSAGES) if p.score >= 0.5]
+        expected = [
+            p.index for p in client.rank(QUERY, PASSAGES) if p.score is not None and p.score >= 0.5
+        ]
     got = lines(result.stdout)
     assert [row["index"] for row in got] == expected
     assert all(0.5 <= row["score"] <= 1 for row in got)

@@ -34,7 +34,7 @@ from conftest import TEST_MODEL
 from langchain_nimrank import NIMRerank
 from leaks import no_unclosed_connections
 from nimrank import BadRequestError
-from nimrank.server import RankingServer, score, sigmoid
+from nimrank.server import VLM_MODEL_ID, RankingServer, score, sigmoid
 
 QUERY = "What is the GPU memory bandwidth of H100 SXM?"
 TOPIC = ("GPU", "memory", "bandwidth", "H100")
@@ -343,10 +343,10 @@ async def test_no_model_uses_the_first_the_server_lists_with_one_warning(
 
 
 def test_available_models_are_the_ones_the_service_lists(ranking_server: RankingServer) -> None:
-    served = ranking_server.settings.model
-    assert [m.id for m in NIMRerank.get_available_models(base_url=ranking_server.url)] == [served]
+    served = [ranking_server.settings.model, VLM_MODEL_ID]
+    assert [m.id for m in NIMRerank.get_available_models(base_url=ranking_server.url)] == served
     reranker = NIMRerank(nvidia_base_url=ranking_server.url)
-    assert [m.id for m in reranker.available_models] == [served]
+    assert [m.id for m in reranker.available_models] == served
     reranker.close()
     assert [r.path for r in ranking_server.requests] == ["/v1/models", "/v1/models"]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 
@@ -52,6 +53,8 @@ def test_missing_framework_names_the_distribution(adapter: Integration) -> None:
 
 @pytest.mark.parametrize("adapter", integrations(), ids=lambda i: i.name)
 def test_adapter_imports_with_its_framework(adapter: Integration) -> None:
+    if importlib.util.find_spec(adapter.framework_module) is None:
+        pytest.skip(f"{adapter.framework.name} is installed only by its own make target")
     subprocess.run([sys.executable, "-c", f"import {adapter.import_path}"], check=True)
 
 

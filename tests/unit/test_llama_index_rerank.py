@@ -47,7 +47,7 @@ from nimrank import (
     RankingOptions,
     describe_option,
 )
-from nimrank.server import RankingServer, score
+from nimrank.server import VLM_MODEL_ID, RankingServer, score
 from seed_examples import LITELLM_DOCUMENTS, QUERY
 
 FAKE_KEY = "nvapi-fake-key-for-tests-0123456789"  # not a real key
@@ -284,7 +284,7 @@ def test_without_a_model_the_servers_first_model_is_used(ranking_server: Ranking
 def test_available_models_lists_the_services_models(ranking_server: RankingServer) -> None:
     rerank = NIMRerank(base_url=ranking_server.url, model=MODEL)
     models = rerank.available_models
-    assert [model.id for model in models] == [ranking_server.settings.model]
+    assert [model.id for model in models] == [ranking_server.settings.model, VLM_MODEL_ID]
     rerank.close()
 
 
