@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import enum
 import functools
 import http
@@ -42,6 +43,7 @@ from .endpoints import (
     nvcf_status_url,
     resolve_endpoints,
 )
+from .fleet import Lease, Outcome, ReplicaStats, outcome_for_status
 from .keys import check_header_values, resolve_api_key
 from .options import DEFAULT_OPTIONS, OptionValues, RankingOptions
 from .planning import (
@@ -60,8 +62,9 @@ from .protocols import (
 )
 from .protocols.nim import is_known_vlm
 from .redaction import Secrets, protect_logs
+from .replicas import Replicas
 from .results import Passage, RankedPassage
-from .retry import RETRYABLE_STATUSES
+from .retry import RETRYABLE_STATUSES, parse_retry_after
 from .validation import check_number, check_passages, check_query, check_top_n
 
 __all__ = [
@@ -109,6 +112,8 @@ class _Request:
     method: str
     url: str
     body: dict[str, Any] | None
+    #: Which of a replica's ``Endpoints`` URLs it goes to, when a fleet picks the replica.
+    endpoint: str = "ranking_url"
     label: str = ""  # a request that is not a batch: "the model list"
     size: int = 0
     plan: Plan | None = None
@@ -135,6 +140,13 @@ class _Failure:
     error: errors.RankingError
     retryable: bool
     retry_after: str | None = None
+    #: What the failure says about the replica that answered (for a fleet).
+    outcome: Outcome = Outcome.OK
+
+
+# The request of an attempt that ended in an exception (Ctrl-C, cancellation):
+# nothing to judge its replica by.
+_ABANDONED = _Failure(errors.RankingError("abandoned"), False, outcome=Outcome.ABANDONED)
 
 
 #: ``progress(scored, total)``: texts scored so far, of the texts the call sends.
@@ -187,14 +199,29 @@ class _BaseClient:
         self.options = options = options.replace(**changes) if changes else options
         self._wire: WireProtocol = PROTOCOLS[options.protocol]
         base_url = base_url_from_environment(options.base_url, options.protocol)
-        _check_endpoint_protocol(base_url, options.protocol)
-        self.endpoints: Endpoints = resolve_endpoints(
-            base_url,
-            model=options.model or HOSTED_DEFAULT_MODEL,
-            endpoint=self._wire.endpoint,
-            full_url_markers=self._wire.full_url_markers,
-            hosted_catalog=options.protocol == "nim",
+        urls = (base_url,) if base_url is None or isinstance(base_url, str) else tuple(base_url)
+        for url in urls:
+            _check_endpoint_protocol(url, options.protocol)
+        #: Where requests go: one ``Endpoints`` per replica (one without a fleet).
+        self.replicas: tuple[Endpoints, ...] = tuple(
+            resolve_endpoints(
+                url,
+                model=options.model or HOSTED_DEFAULT_MODEL,
+                endpoint=self._wire.endpoint,
+                full_url_markers=self._wire.full_url_markers,
+                hosted_catalog=options.protocol == "nim",
+            )
+            for url in urls
         )
+        if len(self.replicas) > 1 and any(replica.hosted for replica in self.replicas):
+            raise ValueError(
+                "a list of base URLs is a fleet of self-hosted replicas; NVIDIA's hosted "
+                "API balances on its side: pass its URL alone"
+            )
+        #: The first (or only) replica's endpoints.
+        self.endpoints: Endpoints = self.replicas[0]
+        # Requests in flight at most: max_concurrency on each replica.
+        self._slots = options.max_concurrency * len(self.replicas)
         # A self-hosted service without a model named is asked which it serves,
         # once, at the first call (NVIDIA's own classes do the same).
         self._model: str | None = options.model or (
@@ -213,7 +240,9 @@ class _BaseClient:
         # Every secret the client holds, masked in its messages and in the
         # nimrank, httpx and httpcore loggers (which hold it weakly: kept here).
         self._secrets = Secrets.of_client(
-            api_key=key, base_url=self.endpoints.ranking_url, extra_headers=options.extra_headers
+            api_key=key,
+            base_url=[replica.ranking_url for replica in self.replicas],
+            extra_headers=options.extra_headers,
         )
         protect_logs(self._secrets)
         self._reset_io()
@@ -227,6 +256,13 @@ class _BaseClient:
         (its threads do not exist there) or locks (one may be held forever).
         """
         self._model_lock = threading.Lock()
+        # A fleet's leases and statistics start afresh: the parent's requests in
+        # flight are not the child's.
+        self._fleet: Replicas | None = None
+        if len(self.replicas) > 1:
+            # Named as messages show them: the statistics are for everyone's eyes.
+            urls = [display_url(replica.ranking_url) for replica in self.replicas]
+            self._fleet = Replicas(urls, per_replica=self.options.max_concurrency)
 
     @property
     def model(self) -> str | None:
@@ -243,17 +279,32 @@ class _BaseClient:
         """Retries per request after the first attempt."""
         return self.retry_policy.max_retries
 
+    def replica_stats(self) -> tuple[ReplicaStats, ...]:
+        """Each replica's counters (requests, failures, ejections, latency), in order.
+
+        Empty unless ``base_url`` lists several replicas. A snapshot: plain values.
+        """
+        return () if self._fleet is None else self._fleet.stats()
+
+    def __reduce__(self) -> Any:
+        raise TypeError(
+            f"a {type(self).__name__} holds connections and threads and does not pickle: "
+            "pickle client.options (a RankingOptions; the API key stays behind) and build a "
+            "client from it in the worker"
+        )
+
     def __repr__(self) -> str:
         # The key is never shown, only whether one is set.
         key = "'***'" if "Authorization" in self._headers else "None"
-        url = display_url(self.endpoints.ranking_url)
+        urls = [display_url(replica.ranking_url) for replica in self.replicas]
+        where = f"url={urls[0]!r}" if len(urls) == 1 else f"urls={urls!r}"
         return (
-            f"{type(self).__name__}(model={self._model!r}, url={url!r}, "
+            f"{type(self).__name__}(model={self._model!r}, {where}, "
             f"protocol={self.options.protocol!r}, api_key={key})"
         )
 
     def _httpx_options(self) -> dict[str, Any]:
-        concurrency = self.options.max_concurrency
+        concurrency = self._slots
         return {
             "verify": _default_ssl_context(),
             "headers": self._headers,
@@ -272,6 +323,27 @@ class _BaseClient:
     def _redact(self, text: str) -> str:
         """``text`` without any secret: a server that echoes headers must not leak one."""
         return self._secrets.mask(text)
+
+    def _target(self, request: _Request, lease: Lease | None) -> _Request:
+        """``request`` as sent on ``lease``: at its replica, or that replica's readiness check."""
+        if lease is None:
+            return request
+        replica = self.replicas[lease.replica]
+        if lease.probe:
+            return dataclasses.replace(request, method="GET", url=replica.ready_url, body=None)
+        return dataclasses.replace(request, url=getattr(replica, request.endpoint))
+
+    def _give_back(self, lease: Lease | None, failure: _Failure | None) -> None:
+        """Release ``lease`` with what its attempt said about the replica."""
+        if lease is None or self._fleet is None:
+            return
+        outcome = Outcome.OK if failure is None else failure.outcome
+        retry_after = None
+        if outcome is Outcome.THROTTLED and failure is not None and failure.retry_after:
+            asked = parse_retry_after(failure.retry_after)
+            if asked is not None:
+                retry_after = min(asked, self.retry_policy.max_retry_after)
+        self._fleet.release(lease, outcome, retry_after)
 
     def _attempt(self, request: _Request, url: str | None = None) -> dict[str, Any]:
         """The arguments of ``transport.send`` for one attempt of ``request``."""
@@ -362,7 +434,9 @@ class _BaseClient:
     # -- models --------------------------------------------------------------
 
     def _models_request(self) -> _Request:
-        return _Request("GET", self.endpoints.models_url, None, label="the model list")
+        return _Request(
+            "GET", self.endpoints.models_url, None, endpoint="models_url", label="the model list"
+        )
 
     def _model_ids(self, request: _Request, reply: transport.Reply) -> list[str]:
         try:
@@ -442,7 +516,9 @@ class _BaseClient:
         retry_after = response.headers.get("Retry-After")
         if retry_after is None and "retry-after-ms" in response.headers:
             retry_after = "ms:" + response.headers["retry-after-ms"]
-        return _Failure(error, status in RETRYABLE_STATUSES, retry_after)
+        return _Failure(
+            error, status in RETRYABLE_STATUSES, retry_after, outcome_for_status(status)
+        )
 
     def _failure_for_exception(self, request: _Request, exc: httpx.HTTPError) -> _Failure:
         if isinstance(exc, transport.ResponseTooLarge):
@@ -463,7 +539,7 @@ class _BaseClient:
                 url=request.shown_url,
                 passages=request.passages,
             )
-            return _Failure(error, retryable=True)
+            return _Failure(error, retryable=True, outcome=Outcome.FAILED)
         # Errors of the request itself (a scheme or header httpx cannot send)
         # will not get better by sending it again.
         retryable = isinstance(exc, httpx.TransportError) and not isinstance(
@@ -475,7 +551,9 @@ class _BaseClient:
             url=request.shown_url,
             passages=request.passages,
         )
-        return _Failure(error, retryable=retryable)
+        return _Failure(
+            error, retryable=retryable, outcome=Outcome.FAILED if retryable else Outcome.OK
+        )
 
     def _failure_if_closed(self, request: _Request, exc: RuntimeError, closed: bool) -> _Failure:
         """A call that lost a race with ``close()`` fails typed, at once."""
@@ -486,7 +564,7 @@ class _BaseClient:
             url=request.shown_url,
             passages=request.passages,
         )
-        return _Failure(error, retryable=False)
+        return _Failure(error, retryable=False, outcome=Outcome.ABANDONED)
 
     def _retry_wait(
         self, request: _Request, failure: _Failure, attempt: int, call: _Call | None
@@ -500,6 +578,10 @@ class _BaseClient:
                 call.abandoned = True
             return None
         wait = policy.delay(attempt, failure.retry_after)
+        if self._fleet is not None and failure.outcome is not Outcome.OK:
+            # Another replica takes it at once; the fleet holds this one back
+            # (ejected, or throttled for its Retry-After) and waits when all are.
+            wait = 0.0
         logger.info(
             "nimrank: %s; retrying %s in %.2fs (retry %d of %d)",
             failure.error,
@@ -643,29 +725,36 @@ class RankingClient(_BaseClient):
     def _send(self, request: _Request, call: _Call | None) -> transport.Reply:
         attempt = 0
         while True:
+            # Late binding: a fleet picks the replica now, when a slot is free.
+            lease = self._fleet.acquire() if self._fleet else None
+            target = self._target(request, lease)
             http = self._lease()
+            failure: _Failure | None = _ABANDONED
             try:
-                response = transport.send(http, **self._attempt(request))
+                response = transport.send(http, **self._attempt(target))
                 deadline = time.monotonic() + self.options.timeout
                 while (poll_url := self._polling_url(response)) is not None:
                     if time.monotonic() > deadline:
-                        raise self._poll_timeout(request).error
+                        raise self._poll_timeout(target).error
                     time.sleep(_POLL_INTERVAL)
-                    response = transport.send(http, **self._attempt(request, poll_url))
-                failure = self._failure_for_status(request, response)
+                    response = transport.send(http, **self._attempt(target, poll_url))
+                failure = self._failure_for_status(target, response)
             except httpx.HTTPError as exc:
-                failure = self._failure_for_exception(request, exc)
+                failure = self._failure_for_exception(target, exc)
             except RuntimeError as exc:
-                failure = self._failure_if_closed(request, exc, http.is_closed)
+                failure = self._failure_if_closed(target, exc, http.is_closed)
             finally:
                 retired = self._release(http)
+                self._give_back(lease, failure)
             if failure is not None and retired:
                 # close() ended this request: no retry on a pool opened after it.
-                failure = self._failure_if_closed(request, RuntimeError(), closed=True)
+                failure = self._failure_if_closed(target, RuntimeError(), closed=True)
+            if lease and lease.probe and (failure is None or failure.outcome is Outcome.OK):
+                continue  # the replica is back: send the request itself, not an attempt
             if failure is None:
                 return response
             attempt += 1
-            wait = self._retry_wait(request, failure, attempt, call)
+            wait = self._retry_wait(target, failure, attempt, call)
             if wait is None:
                 raise failure.error
             time.sleep(wait)
@@ -699,7 +788,7 @@ class RankingClient(_BaseClient):
         with self._lock:
             if self._workers is None:
                 self._workers = ThreadPoolExecutor(
-                    max_workers=self.options.max_concurrency, thread_name_prefix="nimrank"
+                    max_workers=self._slots, thread_name_prefix="nimrank"
                 )
             return self._workers
 
@@ -806,24 +895,31 @@ class AsyncRankingClient(_BaseClient):
     async def _send(self, request: _Request, call: _Call | None) -> transport.Reply:
         attempt = 0
         while True:
+            lease = await self._fleet.aacquire() if self._fleet else None
+            target = self._target(request, lease)
             http = self._io().http
+            failure: _Failure | None = _ABANDONED
             try:
-                response = await transport.asend(http, **self._attempt(request))
+                response = await transport.asend(http, **self._attempt(target))
                 deadline = time.monotonic() + self.options.timeout
                 while (poll_url := self._polling_url(response)) is not None:
                     if time.monotonic() > deadline:
-                        raise self._poll_timeout(request).error
+                        raise self._poll_timeout(target).error
                     await asyncio.sleep(_POLL_INTERVAL)
-                    response = await transport.asend(http, **self._attempt(request, poll_url))
-                failure = self._failure_for_status(request, response)
+                    response = await transport.asend(http, **self._attempt(target, poll_url))
+                failure = self._failure_for_status(target, response)
             except httpx.HTTPError as exc:
-                failure = self._failure_for_exception(request, exc)
+                failure = self._failure_for_exception(target, exc)
             except RuntimeError as exc:
-                failure = self._failure_if_closed(request, exc, http.is_closed)
+                failure = self._failure_if_closed(target, exc, http.is_closed)
+            finally:
+                self._give_back(lease, failure)
+            if lease and lease.probe and (failure is None or failure.outcome is Outcome.OK):
+                continue  # the replica is back: send the request itself, not an attempt
             if failure is None:
                 return response
             attempt += 1
-            wait = self._retry_wait(request, failure, attempt, call)
+            wait = self._retry_wait(target, failure, attempt, call)
             if wait is None:
                 raise failure.error
             await asyncio.sleep(wait)
@@ -840,7 +936,7 @@ class AsyncRankingClient(_BaseClient):
                     del self._loops[ended]
                 io = self._loops[loop] = _LoopIO(
                     httpx.AsyncClient(**self._httpx_options()),
-                    asyncio.Semaphore(self.options.max_concurrency),
+                    asyncio.Semaphore(self._slots),
                 )
             return io
 
@@ -947,7 +1043,9 @@ def _check_endpoint_protocol(base_url: str | None, protocol: str) -> None:
             )
 
 
-def base_url_from_environment(base_url: str | None, protocol: str) -> str | None:
+def base_url_from_environment(
+    base_url: str | Sequence[str] | None, protocol: str
+) -> str | Sequence[str] | None:
     """``base_url``, else (NIM protocol) the first of ``BASE_URL_VARIABLES`` that is set.
 
     The one rule for the client and every adapter: an explicit base URL wins;

@@ -60,6 +60,12 @@ class Endpoints:
     models_url: str
     hosted: bool
 
+    @property
+    def ready_url(self) -> str:
+        """NIM's readiness check beside the model list: ``.../v1/health/ready``."""
+        parts = urlsplit(self.models_url)
+        return urlunsplit(parts._replace(path=parts.path.removesuffix("/models") + "/health/ready"))
+
 
 def hosted_ranking_url(model: str) -> str:
     """The hosted catalog's reranking URL for ``model``.

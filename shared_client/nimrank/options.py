@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal, TypedDict
@@ -60,11 +60,13 @@ class RankingOptions:
             "/v1/models, or nvidia/llama-nemotron-rerank-1b-v2 on NVIDIA's hosted catalog."
         ),
     )
-    base_url: str | None = field(
+    # Stored as a tuple when a list is given (see _checked_base_url).
+    base_url: str | Sequence[str] | None = field(
         default=None,
         metadata=_doc(
             "'http://host:8000/v1' for a self-hosted NIM, a full endpoint URL used as given, "
-            "or None: $NVIDIA_BASE_URL, else $NVIDIA_API_URL, else NVIDIA's hosted catalog."
+            "a list of replicas' URLs (balanced by the client), or None: $NVIDIA_BASE_URL, "
+            "else $NVIDIA_API_URL, else NVIDIA's hosted catalog."
         ),
     )
     api_key: str | None = field(
@@ -93,7 +95,11 @@ class RankingOptions:
         default=32, metadata=_doc("Passages per request (NIM accepts at most 512).")
     )
     max_concurrency: int = field(
-        default=8, metadata=_doc("Requests in flight at once, across all calls of a client.")
+        default=8,
+        metadata=_doc(
+            "Requests in flight at once, across all calls of a client (with a list of "
+            "replicas: on each replica)."
+        ),
     )
     timeout: float = field(
         default=60.0,
@@ -153,8 +159,7 @@ class RankingOptions:
             raise TypeError(f"model must be None or a string, got {self.model!r}")
         if self.model is not None and not self.model.strip():
             raise ValueError(f"model must be None or a non-empty string, got {self.model!r}")
-        if self.base_url is not None and not isinstance(self.base_url, str):
-            raise TypeError(f"base_url must be a string or None, got {self.base_url!r}")
+        object.__setattr__(self, "base_url", _checked_base_url(self.base_url))
         if self.api_key is not None and not isinstance(self.api_key, str):
             raise TypeError("api_key must be a string or None")
         if self.protocol not in PROTOCOLS:
@@ -236,6 +241,24 @@ class RankingOptions:
         self.__post_init__()
 
 
+def _checked_base_url(base_url: object) -> str | tuple[str, ...] | None:
+    """``base_url`` as stored: a string, ``None``, or a tuple of distinct replica URLs."""
+    if base_url is None or isinstance(base_url, str):
+        return base_url
+    if not isinstance(base_url, (list, tuple)):
+        raise TypeError(
+            f"base_url must be a string, a list of replica URLs or None, got {base_url!r}"
+        )
+    if not base_url:
+        raise ValueError("base_url lists no replica: give at least one URL")
+    for url in base_url:
+        if not isinstance(url, str) or not url:
+            raise TypeError(f"each replica URL must be a non-empty string, got {url!r}")
+    if len(set(base_url)) != len(base_url):
+        raise ValueError("base_url lists a replica twice (each has its own statistics)")
+    return tuple(base_url)
+
+
 #: The options with every default: adapters read their defaults from here.
 DEFAULT_OPTIONS = RankingOptions()
 
@@ -254,7 +277,7 @@ class OptionValues(TypedDict, total=False):
     """
 
     model: str | None
-    base_url: str | None
+    base_url: str | Sequence[str] | None
     api_key: str | None
     protocol: Protocol
     truncate: Truncate | None

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import re
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Final
 from urllib.parse import unquote, urlsplit
 
@@ -71,12 +71,13 @@ class Secrets:
         cls,
         *,
         api_key: str | None,
-        base_url: str | None,
+        base_url: str | Sequence[str] | None,
         extra_headers: Mapping[str, str] | None = None,
     ) -> Secrets:
-        """The secrets a client built from these options holds."""
+        """The secrets a client built from these options holds (``base_url``: one or a fleet)."""
         values = [api_key or ""]
-        values += url_secrets(base_url or "")
+        for url in [base_url] if isinstance(base_url, str) else base_url or ():
+            values += url_secrets(url)
         values += [value for value in (extra_headers or {}).values() if isinstance(value, str)]
         return cls(values)
 

@@ -182,18 +182,19 @@ class FleetShell:
                     else:
                         ok = ready.status_code == 200
                         outcome = Outcome.OK if ok else Outcome.FAILED
-                try:
-                    reply = await self.http.post(
-                        f"{lease.url}/ranking",
-                        content=body,
-                        headers={"Content-Type": "application/json"},
-                    )
-                except httpx.HTTPError:
-                    outcome = Outcome.FAILED
                 else:
-                    outcome = outcome_for_status(reply.status_code)
-                    header = reply.headers.get("retry-after")
-                    retry_after = parse_retry_after(header) if header else None
+                    try:
+                        reply = await self.http.post(
+                            f"{lease.url}/ranking",
+                            content=body,
+                            headers={"Content-Type": "application/json"},
+                        )
+                    except httpx.HTTPError:
+                        outcome = Outcome.FAILED
+                    else:
+                        outcome = outcome_for_status(reply.status_code)
+                        header = reply.headers.get("retry-after")
+                        retry_after = parse_retry_after(header) if header else None
             finally:
                 self.fleet.release(lease, outcome, time.monotonic(), retry_after=retry_after)
                 self.wakeup.set()
@@ -290,11 +291,11 @@ async def run_client(
     in_flight: int,
     halfway: Callable[[], None] | None = None,
 ) -> Result:
+    # The same requests in flight as the other variants: with a list of
+    # replicas, max_concurrency is each replica's share.
+    share = in_flight if isinstance(url, str) else max(in_flight // len(url), 1)
     async with AsyncRankingClient(
-        base_url=url,  # type: ignore[arg-type]  # a list once the fleet is wired
-        max_batch_size=PASSAGES,
-        max_concurrency=in_flight,
-        retry_policy=RETRIES,
+        base_url=url, max_batch_size=PASSAGES, max_concurrency=share, retry_policy=RETRIES
     ) as client:
 
         async def rank(query: str, passages: list[str]) -> list[float]:
@@ -305,13 +306,14 @@ async def run_client(
             return scores
 
         seconds, done, wrong = await drive(rank, rows, in_flight, halfway)
-    return Result(seconds, len(rows), done, wrong, [])
+        split = [stats.requests for stats in client.replica_stats()]
+    return Result(seconds, len(rows), done, wrong, split, sum(split) if split else None)
 
 
 def balanced_client_available(urls: list[str]) -> bool:
     """The hook for (b): does today's client take a list of replicas?"""
     try:
-        AsyncRankingClient(base_url=urls)  # type: ignore[arg-type]
+        AsyncRankingClient(base_url=urls)
     except (TypeError, ValueError, AttributeError):
         return False
     return True
@@ -363,14 +365,17 @@ def steady(
 def failover(fleet: list[Child], seed: int) -> dict[str, Result]:
     """4 replicas, the last one killed when half the rows are done."""
     outcome: dict[str, Result] = {}
-    for name in ("fleet.py shell (b')", "one URL via proxy (c)"):
+    for name in ("balanced client (b)", "fleet.py shell (b')", "one URL via proxy (c)"):
         victim = fleet[3]
         proxy = start_proxy(fleet, seed)
         rows = make_rows(ROWS_PER_REPLICA * 4 * 2, seed=seed + 99)
         reset(fleet)
         try:
             in_flight = 2 * CAPACITY * len(fleet)
-            if name.startswith("fleet"):
+            if name.startswith("balanced"):
+                urls = [replica.url for replica in fleet]
+                result = asyncio.run(run_client(urls, fleet, rows, in_flight, victim.kill))
+            elif name.startswith("fleet"):
                 result = asyncio.run(run_shell(fleet, rows, in_flight, victim.kill))
             else:
                 result = asyncio.run(run_client(proxy.url, fleet, rows, in_flight, victim.kill))

@@ -151,7 +151,7 @@ def test_on_error_raise_fails_the_job(replica: RankingServer) -> None:
 
 
 def test_a_replica_stopped_mid_run_and_back_loses_no_row() -> None:
-    # Today's client takes one URL: the replica goes away and comes back on
+    # One URL: the replica goes away and comes back on
     # the same port, and the client's retries carry every row through.
     rows = make_rows(600, seed=2)
     first = RankingServer(latency_ms=5).start()
@@ -191,7 +191,6 @@ def test_a_replica_stopped_mid_run_and_back_loses_no_row() -> None:
             server.stop()
 
 
-@pytest.mark.xfail(strict=True, reason="needs fleet wiring: base_url takes one URL today")
 def test_a_fleet_replica_stopped_mid_run_loses_no_row() -> None:
     rows = make_rows(600, seed=3)
     with RankingServer(latency_ms=5) as one, RankingServer(latency_ms=5) as two:

@@ -342,14 +342,16 @@ class _Outcome:
 
 
 def _warn_if_suspicious(options: RankingOptions) -> None:
-    url = base_url_from_environment(options.base_url, options.protocol)
-    if url and url.split("?")[0].rstrip("/").endswith(_SUSPICIOUS_ENDINGS):
-        warnings.warn(
-            f"NIMRerank: base_url {url.split('?')[0]!r} looks like another service's endpoint; "
-            "pass the service's base URL (e.g. 'http://host:8000/v1') or its ranking URL",
-            UserWarning,
-            stacklevel=3,
-        )
+    urls = base_url_from_environment(options.base_url, options.protocol)
+    for url in [urls] if isinstance(urls, str) else urls or ():
+        if url.split("?")[0].rstrip("/").endswith(_SUSPICIOUS_ENDINGS):
+            warnings.warn(
+                f"NIMRerank: base_url {url.split('?')[0]!r} looks like another service's "
+                "endpoint; pass the service's base URL (e.g. 'http://host:8000/v1') or its "
+                "ranking URL",
+                UserWarning,
+                stacklevel=3,
+            )
 
 
 def _with_key(keys: list[str]) -> list[str]:
