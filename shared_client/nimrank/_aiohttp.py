@@ -69,7 +69,7 @@ def require_aiohttp() -> Any:
         import aiohttp
     except ImportError:
         raise ImportError(
-            "transport='aiohttp' needs aiohttp: pip install 'nimrank[aiohttp]'"
+            "http_transport='aiohttp' needs aiohttp: pip install 'nimrank[aiohttp]'"
         ) from None
     return aiohttp
 

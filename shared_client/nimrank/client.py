@@ -34,7 +34,7 @@ import certifi
 import httpx
 from typing_extensions import Unpack
 
-from . import errors, transport
+from . import _aiohttp, errors, transport
 from ._version import __version__
 from .endpoints import (
     Endpoints,
@@ -841,6 +841,8 @@ class AsyncRankingClient(_BaseClient):
         self, options: RankingOptions | None = None, /, **changes: Unpack[OptionValues]
     ) -> None:
         super().__init__(options, **changes)
+        if self.options.http_transport == "aiohttp":
+            _aiohttp.require_aiohttp()  # a missing extra fails here, not at the first call
 
     def _reset_io(self) -> None:
         super()._reset_io()
@@ -934,11 +936,17 @@ class AsyncRankingClient(_BaseClient):
                 # with the loop, and keeping them would keep the loop alive.
                 for ended in [other for other in self._loops if other.is_closed()]:
                     del self._loops[ended]
-                io = self._loops[loop] = _LoopIO(
-                    httpx.AsyncClient(**self._httpx_options()),
-                    asyncio.Semaphore(self._slots),
-                )
+                io = self._loops[loop] = _LoopIO(self._async_pool(), asyncio.Semaphore(self._slots))
             return io
+
+    def _async_pool(self) -> httpx.AsyncClient:
+        options = self._httpx_options()
+        if self.options.http_transport == "aiohttp":
+            # httpx ignores limits and verify once given a transport: they go to it.
+            options["transport"] = _aiohttp.make_async_transport(
+                "aiohttp", limits=options.pop("limits"), verify=options.pop("verify")
+            )
+        return httpx.AsyncClient(**options)
 
     async def aclose(self) -> None:
         """Close the connection pool of the running event loop (and forget ended ones)."""

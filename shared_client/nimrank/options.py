@@ -29,6 +29,7 @@ __all__ = ["DEFAULT_OPTIONS", "OptionValues", "RankingOptions", "describe_option
 Protocol = Literal["nim", "cohere"]
 Truncate = Literal["NONE", "END"]
 ScoreTransform = Literal["raw", "sigmoid"]
+HttpTransport = Literal["httpx", "aiohttp"]
 
 #: The longest ``timeout`` accepted: one day. Longer values overflow the
 #: platform's lock and socket timeouts, and no ranking request needs them.
@@ -36,6 +37,7 @@ MAX_TIMEOUT = 86_400.0
 
 _TRUNCATE_VALUES = (None, "NONE", "END")
 _SCORE_TRANSFORMS = ("raw", "sigmoid")
+_HTTP_TRANSPORTS = ("httpx", "aiohttp")
 
 
 def _doc(text: str) -> dict[str, str]:
@@ -153,6 +155,13 @@ class RankingOptions:
         default=4 * 1024 * 1024,
         metadata=_doc("The largest response body accepted for one request, decoded."),
     )
+    http_transport: HttpTransport = field(
+        default="httpx",
+        metadata=_doc(
+            "The async client's HTTP stack: 'httpx' (httpcore), or 'aiohttp' (pip install "
+            "'nimrank[aiohttp]'; a third less client CPU). The sync client always uses httpx."
+        ),
+    )
 
     def __post_init__(self) -> None:
         if self.model is not None and not isinstance(self.model, str):
@@ -200,6 +209,10 @@ class RankingOptions:
         if self.score_threshold is not None:
             check_number("score_threshold", self.score_threshold)
         check_int("max_response_bytes", self.max_response_bytes, minimum=1024)
+        if self.http_transport not in _HTTP_TRANSPORTS:
+            raise ValueError(
+                f"http_transport must be 'httpx' or 'aiohttp', got {self.http_transport!r}"
+            )
         # Checked now, kept as a property: the value is derived, not stored.
         self.passage_options  # noqa: B018
 
@@ -294,3 +307,4 @@ class OptionValues(TypedDict, total=False):
     score_transform: ScoreTransform
     score_threshold: float | None
     max_response_bytes: int
+    http_transport: HttpTransport

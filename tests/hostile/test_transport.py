@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import importlib.util
 import json
 import tracemalloc
 
@@ -22,6 +24,7 @@ from hostile.hostileserver import (
     trickle_headers,
 )
 from nimrank import transport
+from nimrank._aiohttp import TransportKind, make_async_transport
 from nimrank.transport import DEFAULT_MAX_RESPONSE_BYTES, Reply, ResponseTooLarge
 
 # Generous against a shared 2-core machine, tight against "36-54 s".
@@ -33,9 +36,23 @@ def sync_send(url: str, *, timeout: float = 2.0, max_bytes: int = 1 << 20) -> Re
         return transport.send(http, "POST", url, b"{}", timeout=timeout, max_bytes=max_bytes)
 
 
-async def async_send(url: str, *, timeout: float = 2.0, max_bytes: int = 1 << 20) -> Reply:
-    async with httpx.AsyncClient() as http:
+async def async_send(
+    url: str, *, timeout: float = 2.0, max_bytes: int = 1 << 20, kind: TransportKind = "httpx"
+) -> Reply:
+    async with httpx.AsyncClient(transport=make_async_transport(kind)) as http:
         return await transport.asend(http, "POST", url, b"{}", timeout=timeout, max_bytes=max_bytes)
+
+
+#: The async client's two HTTP stacks (http_transport): every bound holds on both.
+ASYNC_TRANSPORTS = [
+    "httpx",
+    pytest.param(
+        "aiohttp",
+        marks=pytest.mark.skipif(
+            importlib.util.find_spec("aiohttp") is None, reason="aiohttp is not installed"
+        ),
+    ),
+]
 
 
 def test_a_good_answer_comes_back_whole() -> None:
@@ -46,9 +63,10 @@ def test_a_good_answer_comes_back_whole() -> None:
     assert json.loads(reply.content)["rankings"][2]["index"] == 2
 
 
-async def test_a_good_answer_comes_back_whole_async() -> None:
+@pytest.mark.parametrize("kind", ASYNC_TRANSPORTS)
+async def test_a_good_answer_comes_back_whole_async(kind: TransportKind) -> None:
     with HostileServer(respond(200, ok_body(3))) as server:
-        reply = await async_send(server.url + "/ranking")
+        reply = await async_send(server.url + "/ranking", kind=kind)
     assert json.loads(reply.content) == json.loads(ok_body(3))
 
 
@@ -91,11 +109,14 @@ def test_trickled_headers_fail_within_the_timeout() -> None:
     ],
     ids=["trickled-body", "trickled-headers"],
 )
-async def test_a_trickle_fails_within_the_timeout_async(script: object) -> None:
+@pytest.mark.parametrize("kind", ASYNC_TRANSPORTS)
+async def test_a_trickle_fails_within_the_timeout_async(
+    script: object, kind: TransportKind
+) -> None:
     with HostileServer(script) as server:  # type: ignore[arg-type]
         started = _now()
         with pytest.raises(httpx.TimeoutException):
-            await async_send(server.url, timeout=2.0)
+            await async_send(server.url, timeout=2.0, kind=kind)
         elapsed = _now() - started
     assert 1.8 <= elapsed <= 2.0 + SLACK, elapsed
 
@@ -139,25 +160,29 @@ def test_a_declared_length_over_the_cap_is_refused_before_reading() -> None:
     assert elapsed < 1.0
 
 
-@pytest.mark.parametrize("kind", ["sync", "async"])
+def measure_send(kind: str, url: str) -> tuple[float, BaseException | None]:
+    """``measure`` of one send with a 1 MiB cap: sync, or async on transport ``kind``."""
+    if kind == "sync":
+        return measure(lambda: sync_send(url, max_bytes=1 << 20))
+    stack: TransportKind = "aiohttp" if kind == "aiohttp" else "httpx"
+    return measure(lambda: asyncio.run(async_send(url, max_bytes=1 << 20, kind=stack)))
+
+
+@pytest.mark.parametrize("kind", ["sync", *ASYNC_TRANSPORTS])
 def test_an_endless_chunked_body_ends_at_the_cap(kind: str) -> None:
     with HostileServer(chunked_forever()) as server:
-        if kind == "sync":
-            elapsed, error = measure(lambda: sync_send(server.url, max_bytes=1 << 20))
-        else:
-            import asyncio
-
-            elapsed, error = measure(lambda: asyncio.run(async_send(server.url, max_bytes=1 << 20)))
+        elapsed, error = measure_send(kind, server.url)
     assert isinstance(error, ResponseTooLarge), error
     assert elapsed < 1.5
 
 
+@pytest.mark.parametrize("kind", ["sync", *ASYNC_TRANSPORTS])
 @pytest.mark.parametrize("encoding", ["gzip", "deflate"])
-def test_a_compression_bomb_ends_at_the_cap_with_little_memory(encoding: str) -> None:
+def test_a_compression_bomb_ends_at_the_cap_with_little_memory(encoding: str, kind: str) -> None:
     with HostileServer(bomb(encoding)) as server:
         tracemalloc.start()
         try:
-            elapsed, error = measure(lambda: sync_send(server.url, max_bytes=1 << 20))
+            elapsed, error = measure_send(kind, server.url)
             peak = tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()

@@ -65,7 +65,7 @@ class NIMRerank(BaseDocumentCompressor):
     # NVIDIARerank's parameters, then nimrank's own (see describe_option).
     model: str | None = option("model")
     api_key: SecretStr | None = option("api_key")
-    base_url: str | None = option("base_url")
+    base_url: str | list[str] | None = option("base_url")
     truncate: str | None = option("truncate")
     max_batch_size: int = option("max_batch_size")
     top_n: int | None = Field(
@@ -84,6 +84,7 @@ class NIMRerank(BaseDocumentCompressor):
     score_transform: str = option("score_transform")
     score_threshold: float | None = option("score_threshold")
     max_response_bytes: int = option("max_response_bytes")
+    http_transport: str = option("http_transport")
 
     _clients: RankingClients = PrivateAttr()
 

@@ -77,6 +77,7 @@ class _Options(TypedDict, total=False):
     score_transform: Literal["raw", "sigmoid"]
     score_threshold: float | None
     max_response_bytes: int
+    http_transport: str
     top_n: int | None
     metadata_mode: MetadataMode
     keep_retrieval_score: bool
@@ -106,7 +107,7 @@ class NIMRerank(BaseNodePostprocessor):
     model_config = ConfigDict(validate_assignment=True)
 
     model: str | None = _option("model")
-    base_url: str | None = _option("base_url")
+    base_url: str | list[str] | None = _option("base_url")
     top_n: int | None = Field(
         default=5, ge=0, strict=True, description="How many nodes to return; None: all, ranked."
     )
@@ -123,6 +124,7 @@ class NIMRerank(BaseNodePostprocessor):
     score_transform: Literal["raw", "sigmoid"] = _option("score_transform")
     score_threshold: float | None = _option("score_threshold")
     max_response_bytes: int = _option("max_response_bytes")
+    http_transport: str = _option("http_transport")
     metadata_mode: MetadataMode = Field(
         default=MetadataMode.EMBED, description="Metadata included in a node's text for ranking."
     )
@@ -145,7 +147,7 @@ class NIMRerank(BaseNodePostprocessor):
         model: str | None = None,
         nvidia_api_key: str | None = None,
         api_key: str | None = None,
-        base_url: str | None = None,
+        base_url: str | list[str] | None = None,
         **options: Unpack[_Options],
     ) -> None:
         unknown = options.keys() - _Options.__annotations__.keys()

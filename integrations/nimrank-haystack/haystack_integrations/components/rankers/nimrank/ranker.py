@@ -81,7 +81,7 @@ class NIMRanker:
     # The parameters, kept as attributes (set through __setattr__, which checks them).
     model: str | None
     truncate: str | None
-    api_url: str | None
+    api_url: str | list[str] | None
     api_key: Secret | None
     top_k: int
     query_prefix: str
@@ -102,6 +102,7 @@ class NIMRanker:
     score_transform: str
     score_threshold: float | None
     max_response_bytes: int
+    http_transport: str
     _clients: RankingClients
     _warm: bool
 
@@ -109,7 +110,7 @@ class NIMRanker:
         self,
         model: str | None = None,
         truncate: str | None = None,
-        api_url: str | None = None,
+        api_url: str | list[str] | None = None,
         api_key: Secret | None = Secret.from_env_var("NVIDIA_API_KEY", strict=False),  # noqa: B008
         top_k: int = 5,
         query_prefix: str = "",
@@ -131,6 +132,7 @@ class NIMRanker:
         score_transform: str = _D.score_transform,
         score_threshold: float | None = _D.score_threshold,
         max_response_bytes: int = _D.max_response_bytes,
+        http_transport: str = _D.http_transport,
     ) -> None:
         """Create a NIMRanker; NvidiaRanker's ten parameters first, in its order.
 
