@@ -28,7 +28,7 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final
 
-from nimrank import DEFAULT_MODEL, RankingClient, errors
+from nimrank import DEFAULT_MODEL, DEFAULT_OPTIONS, RankingClient, errors
 from nimrank.keys import HOSTED_KEY_VARIABLES, NIM_KEY_VARIABLES
 from nimrank.passage_files import FORMATS, InputError, read_passages
 from nimrank.progress import progress_bar
@@ -387,7 +387,7 @@ def _add_service_options(parser: argparse.ArgumentParser) -> None:
     service.add_argument(
         "--protocol",
         choices=("nim", "cohere"),
-        default="nim",
+        default=DEFAULT_OPTIONS.protocol,
         help="wire format: NIM /v1/ranking or Cohere/Jina-style /v1/rerank (default: %(default)s)",
     )
     service.add_argument(
@@ -397,14 +397,14 @@ def _add_service_options(parser: argparse.ArgumentParser) -> None:
         "--timeout",
         type=_timeout,
         metavar="SECONDS",
-        default=60.0,
+        default=DEFAULT_OPTIONS.timeout,
         help="seconds to wait for each answer (default: %(default)s)",
     )
     service.add_argument(
         "--max-retries",
         type=_non_negative_int,
         metavar="N",
-        default=3,
+        default=DEFAULT_OPTIONS.effective_retry_policy.max_retries,
         help="retries of a request after 429, 5xx or a dropped connection (default: %(default)s)",
     )
 

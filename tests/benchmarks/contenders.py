@@ -244,12 +244,10 @@ class OursSync:
 
 
 def _async_client(transport: str | None) -> type[AsyncRankingClient]:
-    """``AsyncRankingClient``, or a subclass whose pool sends through ``transport``.
-
-    The lead wires the transport in as an option; until then the benchmark
-    adds it where the client builds its ``httpx.AsyncClient``.
+    """``AsyncRankingClient``, or for the ``httpx-aiohttp`` package (no option of
+    ours selects it) a subclass whose pool sends through that package's transport.
     """
-    if transport is None:
+    if transport in (None, "aiohttp"):
         return AsyncRankingClient
     make = _ours_transport(transport)
 
@@ -275,7 +273,11 @@ class OursAsync(_Loop):
     ) -> None:
         super().__init__(loop)
         self._client = _async_client(transport)(
-            base_url=url, model=MODEL, max_batch_size=batch, max_concurrency=in_flight
+            base_url=url,
+            model=MODEL,
+            max_batch_size=batch,
+            max_concurrency=in_flight,
+            http_transport="aiohttp" if transport == "aiohttp" else "httpx",
         )
 
     async def _rank(self, query: str, texts: Sequence[str]) -> list[int]:

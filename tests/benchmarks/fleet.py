@@ -295,7 +295,11 @@ async def run_client(
     # replicas, max_concurrency is each replica's share.
     share = in_flight if isinstance(url, str) else max(in_flight // len(url), 1)
     async with AsyncRankingClient(
-        base_url=url, max_batch_size=PASSAGES, max_concurrency=share, retry_policy=RETRIES
+        base_url=url,
+        model="m",  # named: the proxy serves no /v1/models to discover one from
+        max_batch_size=PASSAGES,
+        max_concurrency=share,
+        retry_policy=RETRIES,
     ) as client:
 
         async def rank(query: str, passages: list[str]) -> list[float]:
@@ -417,6 +421,7 @@ def ray_runs(fleet: list[Child], seed: int) -> list[tuple[str, float, int, int, 
                     rows_per_batch=25,
                     rows_in_flight=2 * CAPACITY,  # 2x a replica's slots per actor
                     base_url=url,
+                    model="m",
                     max_batch_size=PASSAGES,
                     max_concurrency=2 * CAPACITY,
                     retry_policy=RETRIES,

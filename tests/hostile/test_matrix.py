@@ -5,10 +5,8 @@ Each test attacks the public API (``RankingClient``, ``AsyncRankingClient``,
 (``transport``, ``redaction``, ``keys``) have their own tests next to this file
 and in tests/unit; here is what a user sees.
 
-Tests for items whose fix needs client.py to call those helpers are marked
-``xfail(strict=True, reason="needs client wiring: ...")``: they fail today and
-turn into errors (XPASS) the day the wiring lands, so the marks come off then.
-Slow cases carry the ``hostile`` marker (``pytest -m hostile tests/hostile``).
+Every test fails on the code before its fix (each was written and seen failing
+first). Slow cases carry the ``hostile`` marker (``pytest -m hostile tests/hostile``).
 """
 
 from __future__ import annotations
@@ -53,14 +51,6 @@ KEY = "nvapi-Hostile/Key-0123456789"
 MODEL = "nvidia/llama-3.2-nv-rerankqa-1b-v2"
 QUERY = "gpu memory"
 FAST = RetryPolicy(initial_delay=0, max_delay=0, max_retry_after=0)
-
-
-def wiring(what: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(strict=True, reason=f"needs client wiring: {what}")
-
-
-def elsewhere(what: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(strict=True, reason=f"needs {what}")
 
 
 def within(seconds: float, work: Callable[[], object]) -> tuple[bool, object]:
@@ -122,8 +112,6 @@ def cli(
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 @pytest.mark.hostile
-# Not strict: today the child hangs, fails, or by luck gets through; the mark
-# comes off with the wiring.
 def test_01_a_forked_child_gets_its_own_pool_and_its_own_scores(server: RankingServer) -> None:
     passages = [f"gpu memory passage {i}" for i in range(12)] + ["cake"] * 4
     client = RankingClient(model=MODEL, base_url=server.url, max_batch_size=2)
