@@ -1,9 +1,10 @@
 """Fixtures shared by the whole suite: the embedded server, the fault server,
-instant retries, clients of either kind (sync/async) for either protocol, and
-handlers watching LlamaIndex's instrumentation."""
+instant retries, clients of either kind (sync/async) for either protocol,
+handlers watching LlamaIndex's instrumentation, and OpenTelemetry's finished spans."""
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING
@@ -19,6 +20,7 @@ TEST_MODEL = "nvidia/llama-3.2-nv-rerankqa-1b-v2"
 
 if TYPE_CHECKING:
     from llama_index.core.instrumentation.span_handlers import SimpleSpanHandler
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
     from llama_index_events import Recorder
 
@@ -108,3 +110,32 @@ def spans() -> Iterator[SimpleSpanHandler]:
     root.add_span_handler(handler)
     yield handler
     root.span_handlers.remove(handler)
+
+
+# -- OpenTelemetry (nimrank.tracing) --------------------------------------------------
+# Imported inside the fixture, as llama_index above: nimrank makes spans only once
+# opentelemetry.trace is imported, and the tests that do not trace must not make it so.
+
+
+@functools.cache
+def _session_span_exporter() -> InMemorySpanExporter:
+    """An in-memory exporter behind the global tracer provider (which can be set only once)."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    return exporter
+
+
+@pytest.fixture
+def span_exporter() -> Iterator[InMemorySpanExporter]:
+    """Every OpenTelemetry span finished during the test, from the global tracer provider."""
+    exporter = _session_span_exporter()
+    exporter.clear()
+    yield exporter
+    exporter.clear()

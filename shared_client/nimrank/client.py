@@ -34,7 +34,7 @@ import certifi
 import httpx
 from typing_extensions import Unpack
 
-from . import _aiohttp, errors, transport
+from . import _aiohttp, errors, tracing, transport
 from ._version import __version__
 from .endpoints import (
     Endpoints,
@@ -337,6 +337,8 @@ class _BaseClient:
         """Release ``lease`` with what its attempt said about the replica."""
         if lease is None or self._fleet is None:
             return
+        if not lease.probe:
+            tracing.record_replica(lease.url)
         outcome = Outcome.OK if failure is None else failure.outcome
         retry_after = None
         if outcome is Outcome.THROTTLED and failure is not None and failure.retry_after:
@@ -404,6 +406,7 @@ class _BaseClient:
         )
 
     def _batch_scores(self, call: _Call, request: _Request, reply: transport.Reply) -> list[float]:
+        tracing.record_status(reply.status)
         try:
             scores = self._wire.parse_response(decode_json(reply.content), request.size)
         except (MalformedResponse, ValueError) as exc:
@@ -419,6 +422,20 @@ class _BaseClient:
             f"{self._redact(problem)}. Body starts: {body!r}",
             url=request.shown_url,
             passages=request.passages,
+        )
+
+    def _call_span(
+        self, call: _Call, model: str
+    ) -> contextlib.AbstractContextManager[tracing.CallTrace]:
+        """The tracing span of ``call`` (see ``nimrank.tracing``)."""
+        return tracing.call_span(
+            type(self).__name__,
+            model=model,
+            protocol=self.options.protocol,
+            url=self.endpoints.ranking_url,
+            passages=len(call.plan.passages),
+            sent=len(call.plan.segments),
+            batches=len(call.plan.batches),
         )
 
     def _finish(self, call: _Call, batch_scores: Sequence[list[float]]) -> list[RankedPassage]:
@@ -582,6 +599,7 @@ class _BaseClient:
             # Another replica takes it at once; the fleet holds this one back
             # (ejected, or throttled for its Retry-After) and waits when all are.
             wait = 0.0
+        tracing.record_retry(attempt, failure.error, wait)
         logger.info(
             "nimrank: %s; retrying %s in %.2fs (retry %d of %d)",
             failure.error,
@@ -668,11 +686,14 @@ class RankingClient(_BaseClient):
         model = self._model or self._discover_model()
         self._check_model_takes(call, model)
 
-        def rank_batch(batch: int) -> list[float]:
-            request = self._batch_request(call, model, batch)
-            return self._batch_scores(call, request, self._send(request, call))
+        with self._call_span(call, model) as trace:
 
-        return self._finish(call, self._map_or_cancel(call, rank_batch))
+            def rank_batch(batch: int) -> list[float]:
+                request = self._batch_request(call, model, batch)
+                with trace.batch(batch, request.size):
+                    return self._batch_scores(call, request, self._send(request, call))
+
+            return self._finish(call, self._map_or_cancel(call, rank_batch))
 
     def list_models(self) -> list[str]:
         """The ids of the ranking models the service offers."""
@@ -875,14 +896,17 @@ class AsyncRankingClient(_BaseClient):
         self._check_model_takes(call, model)
         slots = self._io().slots
 
-        async def rank_batch(batch: int) -> list[float]:
-            request = self._batch_request(call, model, batch)
-            async with slots:
-                response = await self._send(request, call)
-            return self._batch_scores(call, request, response)
+        with self._call_span(call, model) as trace:
 
-        batches = range(len(call.plan.batches))
-        return self._finish(call, await _gather_or_cancel([rank_batch(b) for b in batches]))
+            async def rank_batch(batch: int) -> list[float]:
+                request = self._batch_request(call, model, batch)
+                with trace.batch(batch, request.size):
+                    async with slots:
+                        response = await self._send(request, call)
+                    return self._batch_scores(call, request, response)
+
+            batches = range(len(call.plan.batches))
+            return self._finish(call, await _gather_or_cancel([rank_batch(b) for b in batches]))
 
     async def list_models(self) -> list[str]:
         """The ids of the ranking models the service offers."""

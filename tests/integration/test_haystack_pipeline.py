@@ -17,8 +17,9 @@ import asyncio
 import base64
 import math
 import runpy
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from haystack import Document, Pipeline
@@ -31,6 +32,9 @@ from haystack_integrations.components.rankers.nimrank import NIMRanker
 from leaks import no_unclosed_connections
 from nimrank import BadRequestError, ServerError
 from nimrank.server import DEFAULT_MODEL_ID, RankingServer, score
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 QUERY = "GPU memory bandwidth"
 
@@ -450,3 +454,51 @@ def test_api_key_none_sends_no_key_even_with_one_in_the_environment(
     ranker.close()
     (request,) = ranking_requests(ranking_server)
     assert "authorization" not in request.headers
+
+
+# -- tracing -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def haystack_traced(span_exporter: InMemorySpanExporter) -> Iterator[InMemorySpanExporter]:
+    """Haystack's OpenTelemetry tracer (opentelemetry-haystack) on for the test."""
+    opentelemetry_tracing = pytest.importorskip("haystack_integrations.tracing.opentelemetry")
+    from haystack.tracing.tracer import disable_tracing, enable_tracing
+    from opentelemetry import trace
+
+    enable_tracing(opentelemetry_tracing.OpenTelemetryTracer(trace.get_tracer("haystack")))
+    yield span_exporter
+    disable_tracing()
+
+
+@pytest.mark.parametrize("run", ["run", "run_async"])
+async def test_nimrank_spans_are_children_of_the_rankers_haystack_span(
+    run: str, ranking_server: RankingServer, haystack_traced: InMemorySpanExporter
+) -> None:
+    ranker = NIMRanker(
+        api_url=ranking_server.url, model=DEFAULT_MODEL_ID, top_k=3, max_batch_size=8
+    )
+    pipeline = rag_pipeline(ranker)
+    outputs = {"retriever"}
+
+    if run == "run":
+        result = pipeline.run(pipeline_inputs(), include_outputs_from=outputs)
+        pipeline.close()
+    else:
+        result = await pipeline.run_async(pipeline_inputs(), include_outputs_from=outputs)
+        await pipeline.close_async()
+
+    spans = haystack_traced.get_finished_spans()
+    (component,) = [
+        s
+        for s in spans
+        if s.name == "haystack.component.run"
+        and (s.attributes or {}).get("haystack.component.name") == "ranker"
+    ]
+    (call,) = [s for s in spans if s.name == "nimrank.rank"]
+    batches = [s for s in spans if s.name == "nimrank.batch"]
+    assert call.parent is not None
+    assert component.context is not None
+    assert call.parent.span_id == component.context.span_id
+    assert len(batches) == math.ceil(len(result["retriever"]["documents"]) / 8) > 1
+    assert all(b.parent is not None and b.parent.span_id == call.context.span_id for b in batches)

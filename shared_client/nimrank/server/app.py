@@ -371,6 +371,9 @@ class _Service:
         tasks = list(self.connections.values())
         for connection in list(self.connections):
             connection.writer.transport.abort()
+        # Also any task not registered yet (a connection accepted in the last
+        # moment): none may be destroyed pending when the loop closes.
+        tasks += [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
