@@ -94,7 +94,7 @@ class RankingOptions:
         ),
     )
     max_batch_size: int = field(
-        default=32, metadata=_doc("Passages per request (NIM accepts at most 512).")
+        default=64, metadata=_doc("Passages per request (NIM accepts at most 512).")
     )
     max_concurrency: int = field(
         default=8,

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from nimrank import (
+    DEFAULT_OPTIONS,
     AsyncRankingClient,
     MissingAPIKeyError,
     RankingClient,
@@ -71,7 +72,7 @@ async def test_the_async_client_discovers_the_model_too(ranking_server: RankingS
 
 
 def test_a_named_model_is_sent_without_asking(ranking_server: RankingServer) -> None:
-    with RankingClient(base_url=ranking_server.url, model="my/model") as client:
+    with RankingClient(base_url=ranking_server.url, model="my/model", max_batch_size=32) as client:
         client.rank(QUERY, PASSAGES)
     assert [r.path for r in ranking_server.requests] == ["/v1/ranking"] * 2
 
@@ -262,12 +263,12 @@ def test_a_bad_option_changes_nothing(clients: RankingClients) -> None:
     with pytest.raises(ValueError, match="max_batch_size"):
         clients.update(max_batch_size=0)
     assert clients.sync is before
-    assert clients.options.max_batch_size == 32
+    assert clients.options.max_batch_size == DEFAULT_OPTIONS.max_batch_size
 
 
 def test_an_unchanged_option_keeps_the_clients(clients: RankingClients) -> None:
     before = clients.sync
-    clients.update(max_batch_size=32)
+    clients.update(max_batch_size=DEFAULT_OPTIONS.max_batch_size)
     assert clients.sync is before
 
 

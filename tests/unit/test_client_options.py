@@ -203,7 +203,7 @@ def test_defaults() -> None:
         options = client.options
         assert options.protocol == "nim"
         assert options.truncate is None
-        assert (options.max_batch_size, options.max_concurrency) == (32, 8)
+        assert (options.max_batch_size, options.max_concurrency) == (64, 8)
         assert client.timeout == 60.0
         assert client.max_retries == 3
         assert options.score_transform == "raw"

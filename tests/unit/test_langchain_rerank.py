@@ -319,7 +319,7 @@ def test_copies_have_clients_of_their_own_and_keep_the_key() -> None:
         assert clone._clients is not reranker._clients
         assert _options(clone) == _options(reranker)
         clone.max_batch_size = 2
-        assert _options(reranker).max_batch_size == 32
+        assert _options(reranker).max_batch_size == DEFAULT_OPTIONS.max_batch_size
         clone.close()
     deep = copy.deepcopy(reranker)
     assert deep.default_headers is not reranker.default_headers
@@ -330,7 +330,7 @@ def test_copies_have_clients_of_their_own_and_keep_the_key() -> None:
 def test_model_copy_with_an_update_uses_the_new_option(reranker: NIMRerank) -> None:
     other = reranker.model_copy(update={"max_batch_size": 2})
     assert _options(other).max_batch_size == 2
-    assert _options(reranker).max_batch_size == 32
+    assert _options(reranker).max_batch_size == DEFAULT_OPTIONS.max_batch_size
     with pytest.raises(ValueError, match="max_batch_size"):
         reranker.model_copy(update={"max_batch_size": 0})
     other.close()

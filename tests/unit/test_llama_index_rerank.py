@@ -862,7 +862,11 @@ def test_a_copy_has_clients_of_its_own(ranking_server: RankingServer, how: str) 
     else:
         duplicate = original.model_copy(deep=how.startswith("deep"))
     duplicate.max_batch_size = 1
-    assert original._clients.options.max_batch_size == original.max_batch_size == 32
+    assert (
+        original._clients.options.max_batch_size
+        == original.max_batch_size
+        == DEFAULT_OPTIONS.max_batch_size
+    )
     original.postprocess_nodes(make_nodes(PASSAGES), query_str=QUERY)
     duplicate.postprocess_nodes(make_nodes(PASSAGES), query_str=QUERY)
     assert [len(r.body["passages"]) for r in ranking_server.requests] == [4, 1, 1, 1, 1]

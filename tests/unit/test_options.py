@@ -104,7 +104,7 @@ def test_a_timeout_past_a_day_is_refused(timeout: float) -> None:
 
 
 def test_the_defaults_are_the_documented_ones() -> None:
-    assert (DEFAULT_OPTIONS.max_batch_size, DEFAULT_OPTIONS.max_concurrency) == (32, 8)
+    assert (DEFAULT_OPTIONS.max_batch_size, DEFAULT_OPTIONS.max_concurrency) == (64, 8)
     assert DEFAULT_OPTIONS.timeout == 60.0
     assert DEFAULT_OPTIONS.effective_retry_policy.max_retries == 3
 
