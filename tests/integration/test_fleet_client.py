@@ -9,6 +9,8 @@ what the replicas saw and what ``replica_stats()`` says. Counts, never timings.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import pickle
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -242,3 +244,31 @@ def test_a_client_refuses_to_pickle_and_says_what_to_do() -> None:
     client = RankingClient(base_url="http://127.0.0.1:1/v1")
     with pytest.raises(TypeError, match=r"pickle client\.options"):
         pickle.dumps(client)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_gets_a_fleet_of_its_own(replicas: list[RankingServer]) -> None:
+    client = RankingClient(base_url=[s.url for s in replicas], model=TEST_MODEL, max_batch_size=8)
+    assert ranked(client.rank(QUERY, PASSAGES)) == EXPECTED
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: rank, report its statistics, leave without pytest's exit
+        code = 1
+        try:
+            right = ranked(client.rank(QUERY, PASSAGES)) == EXPECTED
+            requests = [s.requests for s in client.replica_stats()]
+            os.write(write_end, json.dumps([right, requests]).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    assert ranked(client.rank(QUERY, PASSAGES)) == EXPECTED  # the parent, at the same time
+    _, status = os.waitpid(pid, 0)
+    report = json.loads(os.read(read_end, 1 << 16) or b"null")
+    os.close(read_end)
+    client.close()
+    assert status == 0
+    right, requests = report
+    assert right
+    # The child's counters start afresh: only its own call's batches, none of the parent's.
+    assert sum(requests) == len(PASSAGES) // 8
