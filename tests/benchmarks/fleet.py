@@ -8,27 +8,28 @@ That is (a), the **ideal**. Measured against it, with as many requests in
 flight as the replicas have slots (1x) and twice that (2x), every answer
 checked against the server's scorer:
 
-(b) **balanced**: ``nimrank.AsyncRankingClient(base_url=[...])`` once the
-    lead wires the fleet into the client (the hook below detects it); until
-    then **(b') fleet.py shell**: ``nimrank.fleet.Fleet`` driven by the
-    asyncio shell loop its docstring describes, over one raw ``httpx``
-    pool: least outstanding requests, late binding, ejection and probes.
+(b) **balanced**: ``nimrank.AsyncRankingClient(base_url=[...])``, each
+    replica's share of the requests in flight as ``max_concurrency``;
+(b') **fleet.py shell**: ``nimrank.fleet.Fleet`` driven by the bare asyncio
+    shell loop its docstring describes, over one raw ``httpx`` pool (least
+    outstanding requests, late binding, ejection and probes): the
+    balancer's own limit, without the client around it;
 (c) **one URL through the proxy** (``proxy.py``, a backend at random per
-    connection: the Kubernetes Service stand-in), with today's
-    ``AsyncRankingClient`` (as many kept-alive connections as requests in flight).
+    connection: the Kubernetes Service stand-in), with ``AsyncRankingClient``
+    given that one URL (as many kept-alive connections as requests in flight).
 
 Then the per-replica split, a failover run (one replica SIGKILLed when half
-the rows are done: rows completed, extra requests, time) for (b') and (c),
-and with ``--ray`` the same rows through Ray Data (``nimrank_ray``) with 1
-actor against 1 replica and 2 actors against 2 (through the proxy today; a
-list of URLs once the fleet is wired), as server-side pairs/second (Ray's
-start-up excluded).
+the rows are done: rows completed, extra requests, time) for each variant,
+and with ``--ray`` (or only that, ``--ray-only``) 3,000 rows in all through
+Ray Data (``nimrank_ray.rerank_dataset`` over a list of URLs) with 1 actor
+against 1 replica and 2 actors against 2, as server-side pairs/second (Ray's
+start-up excluded), every score checked.
 
 Runs are interleaved and repeated (``--runs``, median reported) after one
 warm-up; the machine is shared, so the ratios measured in one run are the
 result, not the absolute figures.
 
-    .venv/bin/python tests/benchmarks/fleet.py --runs 3 [--ray]
+    .venv/bin/python tests/benchmarks/fleet.py --runs 3 [--ray | --ray-only]
 """
 
 from __future__ import annotations
@@ -314,15 +315,6 @@ async def run_client(
     return Result(seconds, len(rows), done, wrong, split, sum(split) if split else None)
 
 
-def balanced_client_available(urls: list[str]) -> bool:
-    """The hook for (b): does today's client take a list of replicas?"""
-    try:
-        AsyncRankingClient(base_url=urls)
-    except (TypeError, ValueError, AttributeError):
-        return False
-    return True
-
-
 def fill_split(result: Result, replicas: Sequence[Child]) -> Result:
     if not result.split:
         result.split = [int(replica_stats(replica)["requests"]) for replica in replicas]
@@ -345,13 +337,10 @@ def steady(
         in_flight = load * CAPACITY * count
         proxy = start_proxy(replicas, seed)
         variants: dict[str, Callable[[list[Row]], Coroutine[Any, Any, Result]]] = {
+            "balanced client (b)": partial(run_client, urls, replicas, in_flight=in_flight),
             "fleet.py shell (b')": partial(run_shell, replicas, in_flight=in_flight),
             "one URL via proxy (c)": partial(run_client, proxy.url, replicas, in_flight=in_flight),
         }
-        if balanced_client_available(urls):
-            variants["balanced client (b)"] = partial(
-                run_client, urls, replicas, in_flight=in_flight
-            )
         results[count] = {name: [] for name in variants}
         try:
             for run in range(runs + 1):  # run 0 is the warm-up
@@ -393,7 +382,7 @@ def failover(fleet: list[Child], seed: int) -> dict[str, Result]:
 
 
 def ray_runs(fleet: list[Child], seed: int) -> list[tuple[str, float, int, int, list[int]]]:
-    """Ray Data, 1 actor on 1 replica and 2 actors on 2: server-side pairs/second."""
+    """Ray Data, 1 actor on 1 replica, 2 on 2 (a list of URLs, then the proxy): pairs/second."""
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # before Ray is imported
     import ray
     import ray.data
@@ -404,14 +393,13 @@ def ray_runs(fleet: list[Child], seed: int) -> list[tuple[str, float, int, int, 
     ray.data.DataContext.get_current().enable_progress_bars = False
     figures = []
     try:
-        for actors in (1, 2):
+        for actors, how in ((1, "one URL"), (2, "list of URLs"), (2, "one URL via proxy")):
             replicas = fleet[:actors]
-            urls = [replica.url for replica in replicas]
-            proxy = start_proxy(replicas, seed) if actors > 1 else None
-            wired = balanced_client_available(urls)
-            url: str | list[str] = urls if wired else (proxy.url if proxy else urls[0])
-            how = "list of URLs" if wired else ("proxy" if proxy else "direct")
-            rows = make_rows(300 * actors, seed=seed + actors)
+            proxy = start_proxy(replicas, seed) if how.endswith("proxy") else None
+            url: str | list[str] = [replica.url for replica in replicas]
+            if actors == 1 or proxy is not None:
+                url = proxy.url if proxy is not None else replicas[0].url
+            rows = make_rows(1500 * actors, seed=seed + actors)  # a few thousand in all
             ds = ray.data.from_items([{"query": q, "passages": p} for q, p in rows])
             reset(replicas)
             try:
@@ -444,56 +432,68 @@ def ray_runs(fleet: list[Child], seed: int) -> list[tuple[str, float, int, int, 
     return figures
 
 
+def report_steady(fleet: list[Child], runs: int, seed: int) -> None:
+    print(f"## Steady pairs/second (median of {runs}; the machine is shared)\n")
+    print("| replicas | in flight | variant | pairs/s | % of ideal | vs proxy | split | wrong |")
+    print("|---|---|---|---|---|---|---|---|")
+    for load in (1, 2):
+        for count, variants in steady(fleet, runs, seed, load).items():
+            ideal = ideal_pairs_per_second(count)
+            in_flight = load * CAPACITY * count
+            print(f"| {count} | | ideal (a) | {ideal:.0f} | 100% | | | |")
+            proxy_rate = statistics.median(
+                r.pairs_per_second for r in variants["one URL via proxy (c)"]
+            )
+            for name, results in variants.items():
+                rate = statistics.median(r.pairs_per_second for r in results)
+                middle = sorted(results, key=lambda r: r.pairs_per_second)[len(results) // 2]
+                print(
+                    f"| {count} | {in_flight} | {name} | {rate:.0f} | {rate / ideal:.0%} | "
+                    f"{rate / proxy_rate:.2f}x | {'/'.join(map(str, middle.split))} | "
+                    f"{sum(r.wrong for r in results)} |"
+                )
+
+
+def report_failover(fleet: list[Child], seed: int) -> None:
+    print("\n## Failover: 4 replicas, one SIGKILLed when half the rows are done\n")
+    print("| variant | rows completed | requests sent | extra requests | seconds | split |")
+    print("|---|---|---|---|---|---|")
+    for name, result in failover(fleet, seed).items():
+        sent = "?" if result.requests_sent is None else str(result.requests_sent)
+        extra = "?" if result.requests_sent is None else str(result.requests_sent - result.rows)
+        split = "/".join("killed" if n < 0 else str(n) for n in result.split)
+        print(
+            f"| {name} | {result.completed}/{result.rows} (wrong {result.wrong}) | {sent} | "
+            f"{extra} | {result.seconds:.2f} | {split} |"
+        )
+
+
+def report_ray(fleet: list[Child], seed: int) -> None:
+    print("\n## Ray Data (server-side pairs/second, Ray's start-up excluded)\n")
+    print("| setup | pairs/s | % of ideal | rows out | wrong | split |")
+    print("|---|---|---|---|---|---|")
+    for setup, rate, rows_out, wrong, ray_split in ray_runs(fleet, seed):
+        ideal = ideal_pairs_per_second(len(ray_split))
+        print(
+            f"| {setup} | {rate:.0f} | {rate / ideal:.0%} | {rows_out} | {wrong} | "
+            f"{'/'.join(map(str, ray_split))} |"
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ray", action="store_true", help="also run the Ray Data part")
+    parser.add_argument("--ray-only", action="store_true", help="run only the Ray Data part")
     args = parser.parse_args()
     fleet = [start_replica() for _ in range(4)]
     try:
-        print(f"## Steady pairs/second (median of {args.runs}; the machine is shared)\n")
-        print(
-            "| replicas | in flight | variant | pairs/s | % of ideal | vs proxy | split | wrong |"
-        )
-        print("|---|---|---|---|---|---|---|---|")
-        for load in (1, 2):
-            for count, variants in steady(fleet, args.runs, args.seed, load).items():
-                ideal = ideal_pairs_per_second(count)
-                in_flight = load * CAPACITY * count
-                print(f"| {count} | | ideal (a) | {ideal:.0f} | 100% | | | |")
-                proxy_rate = statistics.median(
-                    r.pairs_per_second for r in variants["one URL via proxy (c)"]
-                )
-                for name, runs in variants.items():
-                    rate = statistics.median(r.pairs_per_second for r in runs)
-                    middle = sorted(runs, key=lambda r: r.pairs_per_second)[len(runs) // 2]
-                    print(
-                        f"| {count} | {in_flight} | {name} | {rate:.0f} | {rate / ideal:.0%} | "
-                        f"{rate / proxy_rate:.2f}x | {'/'.join(map(str, middle.split))} | "
-                        f"{sum(r.wrong for r in runs)} |"
-                    )
-        print("\n## Failover: 4 replicas, one SIGKILLed when half the rows are done\n")
-        print("| variant | rows completed | requests sent | extra requests | seconds | split |")
-        print("|---|---|---|---|---|---|")
-        for name, result in failover(fleet, args.seed).items():
-            sent = "?" if result.requests_sent is None else str(result.requests_sent)
-            extra = "?" if result.requests_sent is None else str(result.requests_sent - result.rows)
-            split = "/".join("killed" if n < 0 else str(n) for n in result.split)
-            print(
-                f"| {name} | {result.completed}/{result.rows} (wrong {result.wrong}) | {sent} | "
-                f"{extra} | {result.seconds:.2f} | {split} |"
-            )
-        if args.ray:
-            print("\n## Ray Data (server-side pairs/second, Ray's start-up excluded)\n")
-            print("| setup | pairs/s | % of ideal | rows out | wrong | split |")
-            print("|---|---|---|---|---|---|")
-            for setup, rate, rows_out, wrong, ray_split in ray_runs(fleet, args.seed):
-                ideal = ideal_pairs_per_second(len(ray_split))
-                print(
-                    f"| {setup} | {rate:.0f} | {rate / ideal:.0%} | {rows_out} | {wrong} | "
-                    f"{'/'.join(map(str, ray_split))} |"
-                )
+        if not args.ray_only:
+            report_steady(fleet, args.runs, args.seed)
+            report_failover(fleet, args.seed)
+        if args.ray or args.ray_only:
+            report_ray(fleet, args.seed)
     finally:
         for replica in fleet:
             with contextlib.suppress(OSError):
