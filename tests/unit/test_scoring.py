@@ -182,7 +182,9 @@ def _reference_score(query: str, passage: str) -> float:
     if not counts:
         return NO_MATCH_LOGIT
     norm = K1 * (1.0 - B + B * len(tokens) / AVG_DOC_LEN)
-    gained = sum(prepared.terms[t] * tf * (K1 + 1.0) / (tf + norm) for t, tf in counts.items())
+    gained = 0.0  # left to right, as the rule says (sum() compensates from Python 3.12 on)
+    for t, tf in counts.items():
+        gained += prepared.terms[t] * tf * (K1 + 1.0) / (tf + norm)
     return LOGIT_SCALE * gained / prepared.total_weight + NO_MATCH_LOGIT
 
 

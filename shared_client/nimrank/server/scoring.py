@@ -194,7 +194,16 @@ def prepare_query(query: str) -> PreparedQuery:
     terms = {term: weight for term, weight in terms.items() if weight > 0.0}
     if not terms:
         terms = dict.fromkeys(unique, 1.0)
-    return PreparedQuery(terms=terms, total_weight=sum(terms.values()))
+    return PreparedQuery(terms=terms, total_weight=_add_in_order(terms.values()))
+
+
+def _add_in_order(values: Iterable[float]) -> float:
+    """Left-to-right float addition: the same bits on every Python (``sum()`` of
+    floats rounds differently from 3.12 on, which compensates its errors)."""
+    total = 0.0
+    for value in values:
+        total += value
+    return total
 
 
 _CACHED_PASSAGE_CHARS = 8192
