@@ -33,14 +33,14 @@ PASSAGES = [
 
 def main() -> None:
     with ExitStack() as stack:
+        base_url = model = None  # the hosted catalog and its default model
         if os.environ.get("NVIDIA_API_KEY"):
-            base_url = None
             print("Ranking with NVIDIA's hosted catalog (NVIDIA_API_KEY is set).")
         else:
             server = stack.enter_context(RankingServer())
-            base_url = server.url
+            base_url, model = server.url, server.settings.model
             print(f"No NVIDIA_API_KEY: ranking with the embedded lexical server at {base_url}.")
-        client = stack.enter_context(RankingClient(base_url=base_url))
+        client = stack.enter_context(RankingClient(base_url=base_url, model=model))
         print(f"Query: {QUERY}\n")
         for rank, passage in enumerate(client.rank(QUERY, PASSAGES), start=1):
             print(f"{rank}. [passage {passage.index}, score {passage.score:+.3f}]")
