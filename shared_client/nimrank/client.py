@@ -64,7 +64,7 @@ from .protocols.nim import is_known_vlm
 from .redaction import Secrets, protect_logs
 from .replicas import Replicas
 from .results import Passage, RankedPassage
-from .retry import RETRYABLE_STATUSES, parse_retry_after
+from .retry import RETRYABLE_STATUSES
 from .validation import check_number, check_passages, check_query, check_top_n
 
 __all__ = [
@@ -341,10 +341,8 @@ class _BaseClient:
             tracing.record_replica(lease.url)
         outcome = Outcome.OK if failure is None else failure.outcome
         retry_after = None
-        if outcome is Outcome.THROTTLED and failure is not None and failure.retry_after:
-            asked = parse_retry_after(failure.retry_after)
-            if asked is not None:
-                retry_after = min(asked, self.retry_policy.max_retry_after)
+        if outcome is Outcome.THROTTLED and failure is not None:
+            retry_after = self.retry_policy.asked_wait(failure.retry_after)
         self._fleet.release(lease, outcome, retry_after)
 
     def _attempt(self, request: _Request, url: str | None = None) -> dict[str, Any]:

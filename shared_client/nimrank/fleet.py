@@ -142,6 +142,7 @@ __all__ = [
     "ReplicaState",
     "ReplicaStats",
     "Wait",
+    "check_replica_urls",
     "outcome_for_status",
 ]
 
@@ -166,6 +167,20 @@ def outcome_for_status(status: int) -> Outcome:
     if status == 429:
         return Outcome.THROTTLED
     return Outcome.FAILED if status in _EJECTING_STATUSES else Outcome.OK
+
+
+def check_replica_urls(urls: Sequence[object]) -> tuple[str, ...]:
+    """``urls`` as a tuple of distinct, non-empty strings (at least one), or a clear error."""
+    if not urls:
+        raise ValueError("no replica given: a fleet needs at least one URL")
+    for url in urls:
+        if not isinstance(url, str) or not url:
+            raise TypeError(f"each replica URL must be a non-empty string, got {url!r}")
+    if len(set(urls)) != len(urls):
+        raise ValueError(
+            "a replica is listed twice: URLs must be distinct (each has its own statistics)"
+        )
+    return tuple(url for url in urls if isinstance(url, str))
 
 
 def _check_positive(name: str, value: float) -> None:
@@ -340,14 +355,7 @@ class Fleet:
     ) -> None:
         if isinstance(urls, str):
             raise TypeError("urls must be a sequence of base URLs, not one string")
-        urls = list(urls)
-        if not urls:
-            raise ValueError("a fleet needs at least one replica URL")
-        for url in urls:
-            if not isinstance(url, str) or not url:
-                raise TypeError(f"each replica URL must be a non-empty string, got {url!r}")
-        if len(set(urls)) != len(urls):
-            raise ValueError("replica URLs must be distinct (each has its own statistics)")
+        urls = check_replica_urls(urls)
         if policy is not None and not isinstance(policy, FleetPolicy):
             raise TypeError(f"policy must be a FleetPolicy, got {policy!r}")
         self.policy = policy or FleetPolicy()

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal, TypedDict
 
+from .fleet import check_replica_urls
 from .planning import PassageOptions
 from .protocols import PROTOCOLS
 from .retry import RetryPolicy
@@ -262,14 +263,7 @@ def _checked_base_url(base_url: object) -> str | tuple[str, ...] | None:
         raise TypeError(
             f"base_url must be a string, a list of replica URLs or None, got {base_url!r}"
         )
-    if not base_url:
-        raise ValueError("base_url lists no replica: give at least one URL")
-    for url in base_url:
-        if not isinstance(url, str) or not url:
-            raise TypeError(f"each replica URL must be a non-empty string, got {url!r}")
-    if len(set(base_url)) != len(base_url):
-        raise ValueError("base_url lists a replica twice (each has its own statistics)")
-    return tuple(base_url)
+    return check_replica_urls(base_url)
 
 
 #: The options with every default: adapters read their defaults from here.

@@ -60,6 +60,12 @@ class RetryPolicy:
         """The same policy with another ``max_retries``."""
         return replace(self, max_retries=max_retries)
 
+    def asked_wait(self, retry_after: str | None, *, now: datetime | None = None) -> float | None:
+        """The seconds a ``Retry-After`` value asks for, capped at ``max_retry_after``;
+        ``None`` when there is none or it cannot be read."""
+        asked = parse_retry_after(retry_after, now=now) if retry_after else None
+        return None if asked is None else min(asked, self.max_retry_after)
+
     def delay(
         self,
         attempt: int,
@@ -77,9 +83,9 @@ class RetryPolicy:
             now: the current time, for HTTP-date values (default: the clock).
             rand: a number in [0, 1) for the jitter (default: random).
         """
-        asked = parse_retry_after(retry_after, now=now) if retry_after else None
+        asked = self.asked_wait(retry_after, now=now)
         if asked is not None:
-            return min(asked, self.max_retry_after)
+            return asked
         # The exponent is bounded: 2.0 ** 1024 overflows, and a client may allow
         # that many retries. Any initial_delay over a nanosecond times 2 ** 64 is
         # centuries, past any max_delay.
