@@ -28,11 +28,10 @@ from collections.abc import Callable, Coroutine, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import certifi
 import httpx
-from typing_extensions import Unpack
 
 from . import _aiohttp, errors, tracing, transport
 from ._version import __version__
@@ -66,6 +65,9 @@ from .replicas import Replicas
 from .results import Passage, RankedPassage
 from .retry import RETRYABLE_STATUSES
 from .validation import check_number, check_passages, check_query, check_top_n
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack from Python 3.11 on
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -380,9 +382,9 @@ class _BaseClient:
 
     def _check_model_takes(self, call: _Call, model: str) -> None:
         """Warn once per call when images go to a model not known to read them."""
-        if not is_known_vlm(model) and any(
-            isinstance(p, Passage) and p.image is not None for p in call.plan.passages
-        ):
+        if call.plan.text_only or is_known_vlm(model):
+            return
+        if any(isinstance(p, Passage) and p.image is not None for p in call.plan.passages):
             warnings.warn(
                 f"nimrank: image passages sent to {model!r}, which is not known to be a "
                 "VLM reranker (e.g. nvidia/llama-nemotron-rerank-vl-1b-v2)",
@@ -865,6 +867,10 @@ class AsyncRankingClient(_BaseClient):
 
     def _reset_io(self) -> None:
         super()._reset_io()
+        # In a forked child: the parent's pools, let go without touching its loop.
+        for io in getattr(self, "_loops", {}).values():
+            if isinstance(io.http, _aiohttp.AiohttpPool):
+                io.http.abandon()
         # An httpx connection belongs to the event loop that opened it. Most
         # programs run one loop, so this holds one; a script that calls
         # asyncio.run() twice, or threads with loops of their own, get one each
@@ -961,12 +967,11 @@ class AsyncRankingClient(_BaseClient):
                 io = self._loops[loop] = _LoopIO(self._async_pool(), asyncio.Semaphore(self._slots))
             return io
 
-    def _async_pool(self) -> httpx.AsyncClient:
+    def _async_pool(self) -> httpx.AsyncClient | _aiohttp.AiohttpPool:
         options = self._httpx_options()
         if self.options.http_transport == "aiohttp":
-            # httpx ignores limits and verify once given a transport: they go to it.
-            options["transport"] = _aiohttp.make_async_transport(
-                "aiohttp", limits=options.pop("limits"), verify=options.pop("verify")
+            return _aiohttp.AiohttpPool(
+                headers=options["headers"], limits=options["limits"], verify=options["verify"]
             )
         return httpx.AsyncClient(**options)
 
@@ -1009,7 +1014,7 @@ class AsyncRankingClient(_BaseClient):
 class _LoopIO:
     """What an async client keeps per event loop."""
 
-    http: httpx.AsyncClient
+    http: httpx.AsyncClient | _aiohttp.AiohttpPool
     #: Bounds requests in flight across every call on this loop.
     slots: asyncio.Semaphore
 
@@ -1018,7 +1023,7 @@ class _LoopIO:
 _CLOSING: set[asyncio.Task[None]] = set()
 
 
-def _close_soon(http: httpx.AsyncClient) -> None:
+def _close_soon(http: httpx.AsyncClient | _aiohttp.AiohttpPool) -> None:
     task = asyncio.ensure_future(http.aclose())
     _CLOSING.add(task)
     task.add_done_callback(_CLOSING.discard)

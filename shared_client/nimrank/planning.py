@@ -129,6 +129,11 @@ class Plan:
     _plain: bool = True
 
     @property
+    def text_only(self) -> bool:
+        """Whether every passage is a plain ``str`` (so none carries an image)."""
+        return self._plain
+
+    @property
     def segments_of(self) -> tuple[tuple[int, ...], ...]:
         """For each input passage, the ids of its segments (none for an unsent one)."""
         more = self._more

@@ -10,9 +10,10 @@ encoded (``%2D``) or as a bytes repr escape (``\\x2d``). So a server echoing the
 key inside a JSON error, a ``Location`` header, a message or a repr never shows it,
 whether the text is masked before or after JSON decoding.
 
-:func:`protect_logs` adds a ``logging.Filter`` to the ``nimrank``, ``httpx`` and
-``httpcore`` loggers (httpx's INFO line prints the URL with its query string;
-httpcore's DEBUG lines print response headers). It changes nothing else in the
+:func:`protect_logs` adds a ``logging.Filter`` to the ``nimrank``, ``httpx``,
+``httpcore`` and ``aiohttp`` loggers (httpx's INFO line prints the URL with its
+query string; httpcore's DEBUG lines print response headers; aiohttp's name
+the URL of a request it could not complete). It changes nothing else in the
 user's logging configuration: no handler, level or propagation is touched.
 """
 
@@ -41,8 +42,8 @@ MASK: Final = "***"
 #: Shorter values are not masked: they would garble every message (``X-Debug: 1``)
 #: and a 3-character secret is no secret.
 MIN_SECRET_LENGTH: Final = 4
-#: The loggers whose records are masked. httpcore logs on child loggers, which
-#: a filter on ``httpcore`` alone would not see.
+#: The loggers whose records are masked. httpcore and aiohttp log on child
+#: loggers, which a filter on the parent alone would not see.
 LOGGERS: Final = (
     "nimrank",
     "httpx",
@@ -52,6 +53,9 @@ LOGGERS: Final = (
     "httpcore.http2",
     "httpcore.proxy",
     "httpcore.socks",
+    "aiohttp",
+    "aiohttp.client",
+    "aiohttp.internal",
 )
 
 
@@ -160,7 +164,7 @@ _FILTER: Final = SecretFilter()
 
 
 def protect_logs(secrets: Secrets) -> None:
-    """Mask ``secrets`` in every record of the ``nimrank``, ``httpx`` and ``httpcore`` loggers.
+    """Mask ``secrets`` in every record of the nimrank, httpx, httpcore and aiohttp loggers.
 
     The client calls it once at construction, holding ``secrets`` for its
     lifetime (the filter keeps only a weak reference). Idempotent.
@@ -171,7 +175,7 @@ def protect_logs(secrets: Secrets) -> None:
     existing = [
         name
         for name in list(logging.root.manager.loggerDict)
-        if name.split(".")[0] in ("nimrank", "httpx", "httpcore")
+        if name.split(".")[0] in ("nimrank", "httpx", "httpcore", "aiohttp")
     ]
     for name in {*LOGGERS, *existing}:
         logger = logging.getLogger(name)

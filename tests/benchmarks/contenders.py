@@ -220,12 +220,11 @@ class RawAiohttp(_Loop):
 
 
 def _ours_transport(kind: str) -> Callable[[httpx.Limits], httpx.AsyncBaseTransport]:
-    if kind == "httpx-aiohttp":
-        package = importlib.import_module("httpx_aiohttp")  # optional: typed Any
-        return lambda limits: package.AiohttpTransport(limits=limits)
-    from nimrank._aiohttp import make_async_transport
-
-    return lambda limits: make_async_transport("aiohttp", limits=limits)
+    """The ``httpx-aiohttp`` package's transport for httpx (the only one this makes)."""
+    if kind != "httpx-aiohttp":
+        raise ValueError(f"no transport {kind!r}")
+    package = importlib.import_module("httpx_aiohttp")  # optional: typed Any
+    return lambda limits: package.AiohttpTransport(limits=limits)
 
 
 class OursSync:
@@ -243,11 +242,11 @@ class OursSync:
         self._client.close()
 
 
-def _async_client(transport: str | None) -> type[AsyncRankingClient]:
+def _async_client(transport: str) -> type[AsyncRankingClient]:
     """``AsyncRankingClient``, or for the ``httpx-aiohttp`` package (no option of
     ours selects it) a subclass whose pool sends through that package's transport.
     """
-    if transport in (None, "aiohttp"):
+    if transport in ("httpx", "aiohttp"):
         return AsyncRankingClient
     make = _ours_transport(transport)
 
@@ -269,7 +268,7 @@ class OursAsync(_Loop):
         batch: int,
         in_flight: int,
         loop: asyncio.AbstractEventLoop,
-        transport: str | None = None,
+        transport: str,
     ) -> None:
         super().__init__(loop)
         self._client = _async_client(transport)(
@@ -294,13 +293,11 @@ class OursAsync(_Loop):
 RAW_HTTPX_ASYNC = "raw httpx async"
 RAW_HTTPX_SYNC = "raw httpx sync (threads)"
 RAW_AIOHTTP = "raw aiohttp"
-RAW_HTTPX_OVER_AIOHTTP = "raw httpx async, nimrank aiohttp transport"
 RAW_HTTPX_AIOHTTP_PKG = "raw httpx async, httpx-aiohttp transport"
 RAW_HTTPX_ORJSON = "raw httpx async, orjson bodies"
-RAW_HTTPX_AIOHTTP_ORJSON = "raw httpx async, nimrank aiohttp transport, orjson bodies"
 OURS_SYNC = "nimrank sync"
-OURS_ASYNC = "nimrank async (httpx)"
-OURS_ASYNC_AIOHTTP = "nimrank async, nimrank aiohttp transport"
+OURS_ASYNC = "nimrank async, http_transport='httpx'"
+OURS_ASYNC_AIOHTTP = "nimrank async (default: aiohttp)"
 OURS_ASYNC_AIOHTTP_PKG = "nimrank async, httpx-aiohttp transport"
 
 
@@ -316,21 +313,14 @@ def build(
         (RAW_HTTPX_SYNC, "httpx sync", False, lambda: RawHttpxSync(url, batch, in_flight)),
         (RAW_HTTPX_ASYNC, "httpx", False, lambda: RawHttpxAsync(url, batch, in_flight, loop)),
         (OURS_SYNC, "httpx sync", True, lambda: OursSync(url, batch, in_flight)),
-        (OURS_ASYNC, "httpx", True, lambda: OursAsync(url, batch, in_flight, loop)),
+        (OURS_ASYNC, "httpx", True, lambda: OursAsync(url, batch, in_flight, loop, "httpx")),
     ]
     if have_aiohttp():
-        ours = _ours_transport("aiohttp")
         makers += [
             (RAW_AIOHTTP, "aiohttp", False, lambda: RawAiohttp(url, batch, in_flight, loop)),
             (
-                RAW_HTTPX_OVER_AIOHTTP,
-                "nimrank aiohttp transport",
-                False,
-                lambda: RawHttpxAsync(url, batch, in_flight, loop, ours),
-            ),
-            (
                 OURS_ASYNC_AIOHTTP,
-                "nimrank aiohttp transport",
+                "aiohttp",
                 True,
                 lambda: OursAsync(url, batch, in_flight, loop, "aiohttp"),
             ),
@@ -361,15 +351,6 @@ def build(
                 lambda: RawHttpxAsync(url, batch, in_flight, loop, orjson=True),
             )
         )
-        if have_aiohttp():
-            makers.append(
-                (
-                    RAW_HTTPX_AIOHTTP_ORJSON,
-                    "nimrank aiohttp transport + orjson",
-                    False,
-                    lambda: RawHttpxAsync(url, batch, in_flight, loop, ours, orjson=True),
-                )
-            )
     return [
         Contender(name, transport, ours, make())
         for name, transport, ours, make in makers

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -42,6 +43,7 @@ from hostile.hostileserver import (
     trickle,
 )
 from nimrank import AsyncRankingClient, RankingClient, RankingError, RetryPolicy, errors
+from nimrank._aiohttp import TransportKind
 from nimrank.cli import EXIT_CODES
 from nimrank.redaction import Secrets, protect_logs
 from nimrank.server import RankingServer
@@ -212,6 +214,33 @@ def test_03_no_key_in_any_log_line_of_a_call(
         c.rank(QUERY, ["gpu memory", "cake"])
     assert "HTTP Request" in caplog.text
     assert not shows_key(caplog.text), caplog.text
+
+
+@pytest.mark.parametrize("stack", ["aiohttp", "httpx"])
+def test_03_no_key_in_any_log_line_or_error_of_an_async_call(
+    server: RankingServer, caplog: pytest.LogCaptureFixture, stack: TransportKind
+) -> None:
+    async def calls() -> RankingError:
+        async with AsyncRankingClient(
+            model=MODEL, base_url=f"{server.url}?api-key={KEY}", http_transport=stack
+        ) as c:
+            await c.rank(QUERY, ["gpu memory", "cake"])
+        async with AsyncRankingClient(
+            model=MODEL,
+            base_url=f"http://user:{quote(KEY, safe='')}@127.0.0.1:9/v1?api-key={KEY}",
+            api_key=KEY,
+            http_transport=stack,
+            retry_policy=RetryPolicy(max_retries=1, initial_delay=0),
+        ) as c:
+            with pytest.raises(RankingError) as caught:
+                await c.rank(QUERY, ["gpu memory"])
+        return caught.value
+
+    with caplog.at_level(logging.DEBUG):
+        error = asyncio.run(calls())
+    assert not shows_key(caplog.text), caplog.text
+    assert not shows_key(exception_chain_text(error))
+    assert not shows_key(repr(error))
 
 
 # -- 4. a key HTTP cannot carry ---------------------------------------------------------------

@@ -24,7 +24,7 @@ from hostile.hostileserver import (
     trickle_headers,
 )
 from nimrank import transport
-from nimrank._aiohttp import TransportKind, make_async_transport
+from nimrank._aiohttp import AiohttpPool, TransportKind
 from nimrank.transport import DEFAULT_MAX_RESPONSE_BYTES, Reply, ResponseTooLarge
 
 # Generous against a shared 2-core machine, tight against "36-54 s".
@@ -39,8 +39,11 @@ def sync_send(url: str, *, timeout: float = 2.0, max_bytes: int = 1 << 20) -> Re
 async def async_send(
     url: str, *, timeout: float = 2.0, max_bytes: int = 1 << 20, kind: TransportKind = "httpx"
 ) -> Reply:
-    async with httpx.AsyncClient(transport=make_async_transport(kind)) as http:
+    http = httpx.AsyncClient() if kind == "httpx" else AiohttpPool()
+    try:
         return await transport.asend(http, "POST", url, b"{}", timeout=timeout, max_bytes=max_bytes)
+    finally:
+        await http.aclose()
 
 
 #: The async client's two HTTP stacks (http_transport): every bound holds on both.

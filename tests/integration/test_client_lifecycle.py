@@ -25,7 +25,9 @@ from nimrank import (
     RankingConnectionError,
     RankingError,
     RankingOptions,
+    RetryPolicy,
 )
+from nimrank._aiohttp import TransportKind
 from nimrank.server import DEFAULT_MODEL_ID, RankingServer, score_passages
 from nimrank.server.faults import path_endswith, respond
 
@@ -191,6 +193,37 @@ def test_a_forked_child_never_shares_its_parents_connections_or_threads() -> Non
     assert len(peers) > 4
 
 
+@fork_only
+@pytest.mark.parametrize("stack", ["aiohttp", "httpx"])
+def test_a_child_forked_while_the_loop_runs_leaves_the_parents_connections_alone(
+    stack: TransportKind,
+) -> None:
+    # A process pool forked from a running application: the child drops its copy
+    # of the parent's pool at once. The parent's event loop shares its epoll
+    # instance with the child; a child closing those sockets through the loop
+    # would unregister them there, and the parent's next answers would never arrive.
+    async def main(server: RankingServer) -> list[list[int]]:
+        async with AsyncRankingClient(
+            base_url=server.url, model="m", max_batch_size=4, max_retries=0, timeout=5,
+            http_transport=stack,
+        ) as client:  # fmt: skip
+            await client.rank(QUERY, PASSAGES)  # connections kept alive, registered
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # fork() with threads
+                pid = os.fork()
+            if pid == 0:
+                os._exit(0)  # the child's at-fork handler has dropped the pool by now
+            assert (await asyncio.to_thread(os.waitpid, pid, 0))[1] == 0
+            started = time.monotonic()
+            orders = [[p.index for p in await client.rank(QUERY, PASSAGES)] for _ in range(3)]
+            assert time.monotonic() - started < 3
+            return orders
+
+    with RankingServer() as server:
+        orders = asyncio.run(main(server))
+    assert orders == [expected_order(QUERY, PASSAGES)] * 3
+
+
 # -- close() racing rank() ------------------------------------------------------------
 
 
@@ -221,6 +254,43 @@ def test_close_racing_rank_on_other_threads_gives_typed_errors_or_results() -> N
             assert not thread.is_alive()
         client.close()
     assert outcomes.count("ok") > 0
+    assert [o for o in outcomes if o not in ("ok", "typed")] == []
+
+
+@pytest.mark.parametrize("stack", ["aiohttp", "httpx"])
+def test_aclose_racing_async_ranks_gives_typed_errors_or_results(stack: TransportKind) -> None:
+    async def main(server: RankingServer) -> list[str]:
+        client = AsyncRankingClient(
+            base_url=server.url,
+            model="m",
+            max_batch_size=2,
+            retry_policy=RetryPolicy(max_retries=1, initial_delay=0),
+            http_transport=stack,
+        )
+        outcomes: list[str] = []
+
+        async def ranker() -> None:
+            try:
+                await client.rank(QUERY, PASSAGES[:12])
+                outcomes.append("ok")
+            except RankingError:
+                outcomes.append("typed")
+            except BaseException as error:  # what the test must never see
+                outcomes.append(f"untyped {error!r}")
+
+        for _ in range(30):
+            tasks = [asyncio.ensure_future(ranker()) for _ in range(4)]
+            await asyncio.sleep(0.003)
+            await client.aclose()  # with batches in flight
+            await asyncio.gather(*tasks)
+        await client.aclose()
+        return outcomes
+
+    with RankingServer(latency_ms=2) as server:
+        outcomes = asyncio.run(main(server))
+    # A batch cut off by aclose() is sent again on a new pool (the client reopens
+    # when used): every call ends ranked or with a RankingError, never anything else.
+    assert len(outcomes) == 120
     assert [o for o in outcomes if o not in ("ok", "typed")] == []
 
 

@@ -68,8 +68,9 @@ def with_nim_limits(contract: dict[str, Any]) -> dict[str, Any]:
     request["additionalProperties"] = False
     query = request["properties"]["query"]
     query["additionalProperties"] = False
-    # Not empty, not only whitespace (Python's idea of whitespace, as the server's).
-    query["properties"]["text"].update({"minLength": 1, "pattern": r"\S"})
+    # Not empty, not only whitespace (Python's idea of whitespace, as the server's:
+    # it counts U+001C-U+001F and U+0085 too, which a regex's \s may not).
+    query["properties"]["text"].update({"minLength": 1, "pattern": r"[^\s\x1c-\x1f\x85]"})
     passages = request["properties"]["passages"]
     passages.update({"minItems": 1, "maxItems": MAX_PASSAGES})
     passages["items"]["additionalProperties"] = False

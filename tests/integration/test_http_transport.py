@@ -1,4 +1,4 @@
-"""``http_transport="aiohttp"``: the async client over aiohttp, same answers and errors as httpx.
+"""``http_transport`` (aiohttp, the default, or httpx): the same answers and errors on both.
 
 The transport's own byte-level behaviour is in ``test_aiohttp_transport.py``
 and ``tests/hostile/test_transport.py`` (both transports); here the client.
@@ -6,6 +6,7 @@ and ``tests/hostile/test_transport.py`` (both transports); here the client.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 
 import pytest
@@ -13,8 +14,6 @@ import pytest
 from conftest import TEST_MODEL
 from nimrank import AsyncRankingClient, RankingClient, RankingOptions, RankingTimeoutError
 from nimrank.server import RankingServer
-
-pytest.importorskip("aiohttp")
 
 PASSAGES = [f"note {i}: gpu memory {'bandwidth ' * (i % 4)}" for i in range(100)]
 
@@ -59,8 +58,9 @@ async def test_aiohttp_over_a_fleet(ranking_server: RankingServer) -> None:
 
 def test_a_missing_aiohttp_fails_at_construction(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "aiohttp", None)  # import aiohttp -> ImportError
-    with pytest.raises(ImportError, match=r"pip install 'nimrank\[aiohttp\]'"):
-        AsyncRankingClient(base_url="http://127.0.0.1:1/v1", http_transport="aiohttp")
+    with pytest.raises(ImportError, match="or pass http_transport='httpx'"):
+        AsyncRankingClient(base_url="http://127.0.0.1:1/v1")  # aiohttp: the default
+    AsyncRankingClient(base_url="http://127.0.0.1:1/v1", http_transport="httpx")
     # The sync client always uses httpx: the option does not concern it.
     RankingClient(base_url="http://127.0.0.1:1/v1", http_transport="aiohttp").close()
 
@@ -68,3 +68,34 @@ def test_a_missing_aiohttp_fails_at_construction(monkeypatch: pytest.MonkeyPatch
 def test_an_unknown_transport_is_refused() -> None:
     with pytest.raises(ValueError, match="http_transport must be 'httpx' or 'aiohttp'"):
         RankingOptions(http_transport="requests")  # type: ignore[arg-type]
+
+
+_UNCLOSED = """
+import asyncio, gc
+from nimrank import AsyncRankingClient
+from nimrank.server import RankingServer
+with RankingServer() as server:
+    client = AsyncRankingClient(base_url=server.url, model="m", http_transport={kind!r})
+    for _ in range(3):  # a loop per call, as sync wrappers of async code do; never closed
+        asyncio.run(client.rank("gpu", ["gpu memory", "cake"]))
+
+    async def dropped_while_its_loop_runs():
+        other = AsyncRankingClient(base_url=server.url, model="m", http_transport={kind!r})
+        await other.rank("gpu", ["gpu memory", "cake"])
+        del other
+        gc.collect()
+
+    asyncio.run(dropped_while_its_loop_runs())
+    del client
+    gc.collect()
+print("ranked")
+"""
+
+
+@pytest.mark.parametrize("kind", ["aiohttp", "httpx"])
+def test_a_client_never_closed_leaves_nothing_on_stderr(kind: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _UNCLOSED.format(kind=kind)], capture_output=True, text=True
+    )
+    assert done.stdout == "ranked\n", done.stderr
+    assert done.stderr == ""  # no "Unclosed client session" from aiohttp's finalizers

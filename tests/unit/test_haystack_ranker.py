@@ -294,7 +294,7 @@ def every_parameter_changed() -> NIMRanker:
         max_chunks_per_doc=3,
         retry_policy=RetryPolicy(max_retries=5, initial_delay=0),
         extra_headers={"X-Gateway": Secret.from_env_var("MY_RERANK_KEY"), "X-Team": "search"},
-        http_transport="aiohttp",
+        http_transport="httpx",
     )
 
 
@@ -388,7 +388,7 @@ def test_options_reach_the_client(
         "retry_policy": RetryPolicy(max_retries=5, initial_delay=0),
         "extra_headers": {"X-Gateway": FAKE_KEY, "X-Team": "search"},
         "max_response_bytes": DEFAULT_OPTIONS.max_response_bytes,
-        "http_transport": "aiohttp",
+        "http_transport": "httpx",
     }
 
 

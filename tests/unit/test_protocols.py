@@ -536,3 +536,59 @@ def test_model_list_shapes_that_are_read(body: Any, ids: list[str]) -> None:
 def test_model_list_of_another_shape_is_refused(body: Any) -> None:
     with pytest.raises(MalformedResponse):
         parse_model_list(body)
+
+
+# -- the two routes of decode_json give one answer ------------------------------------
+
+_KEYS = st.sampled_from(["index", "logit", "rankings", "a", 'q"', "\\", "x:", "é", ""])
+_JSON_TEXTS = st.recursive(
+    st.one_of(
+        st.integers(-(2**70), 2**70).map(str),
+        st.floats(allow_nan=False, allow_infinity=False).map(repr),
+        # Decimal spellings of every length, exponents included: parsed alike?
+        st.tuples(
+            st.integers(-(10**25), 10**25), st.integers(0, 10**20), st.integers(-330, 330)
+        ).map(lambda parts: f"{parts[0]}.{parts[1]}e{parts[2]}"),
+        st.sampled_from(["true", "false", "null", "NaN", "1e400", '"index"', '"a\\"b"', '"é"']),
+    ),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4).map(lambda items: "[" + ",".join(items) + "]"),
+        # Keys may repeat, and colons may have space before them: both routes meet.
+        st.lists(st.tuples(_KEYS, st.sampled_from([":", " :", ": "]), inner), max_size=4).map(
+            lambda pairs: (
+                "{" + ",".join(json.dumps(key) + colon + value for key, colon, value in pairs) + "}"
+            )
+        ),
+    ),
+    max_leaves=12,
+)
+
+
+def _strict(content: bytes) -> Any:
+    return json.loads(content, object_pairs_hook=protocols_base._unique_keys)
+
+
+@given(_JSON_TEXTS)
+@settings(max_examples=1000, deadline=None)
+def test_decode_json_takes_the_fast_route_only_when_it_reads_what_the_strict_one_does(
+    text: str,
+) -> None:
+    content = text.encode()
+    try:
+        expected = _strict(content)
+    except ValueError:
+        with pytest.raises(MalformedResponse):
+            decode_json(content)
+        return
+    # repr: NaN and -0.0 compare by spelling, not by ==.
+    assert repr(decode_json(content)) == repr(expected)
+
+
+def test_a_ranking_answer_takes_the_fast_route(monkeypatch: pytest.MonkeyPatch) -> None:
+    body = json.dumps({"rankings": [{"index": i, "logit": i / 3} for i in range(32)]}).encode()
+
+    def strict_route(pairs: object) -> None:
+        raise AssertionError("the strict route was taken")
+
+    monkeypatch.setattr(protocols_base, "_unique_keys", strict_route)
+    assert NIM.parse_response(decode_json(body), 32) == [i / 3 for i in range(32)]
