@@ -6,7 +6,7 @@ of the ``httpx-aiohttp`` package) still twice as much, in building and
 reading its own request and response objects. :class:`AiohttpPool` sends
 straight through one ``aiohttp.ClientSession`` instead and gives
 ``transport.asend`` what it reads from an ``httpx.Response`` streamed: the
-status, ``httpx.Headers`` and the raw body in chunks. Everything else stays
+status, case-insensitive headers and the raw body in chunks. Everything else stays
 httpx-shaped: aiohttp's errors come out as the httpx exceptions httpcore would
 raise for the same fault, ``transport.asend`` bounds the attempt's time and the
 body's size as on httpx, and the client maps both stacks to the same
@@ -14,11 +14,15 @@ body's size as on httpx, and the client maps both stacks to the same
 
 What the pool takes from httpx's defaults, so that switching stacks changes
 nothing a caller sees: the proxy named by ``HTTP_PROXY``/``HTTPS_PROXY``/
-``ALL_PROXY`` unless ``NO_PROXY`` exempts the host (read once, at
-construction, as httpx does); Basic credentials from a URL's user info
-(replacing the ``Authorization`` header, as httpx's URL auth does); cookies
-kept for the pool's life; response heads up to 100 KiB. No redirect is
-followed (the client makes a 3xx an error), ``.netrc`` is not read.
+``ALL_PROXY`` unless ``NO_PROXY`` exempts the host or ``host:port`` (read
+once, at construction, as httpx does); Basic credentials from a URL's user
+info (replacing the ``Authorization`` header, as httpx's URL auth does);
+cookies kept for the pool's life, from any host; header lines up to 100 KiB;
+repeated header names read as httpx reads them. No redirect is followed (the
+client makes a 3xx an error), ``.netrc`` is not read. Where aiohttp's parser
+is stricter than httpcore's (a duplicate ``Content-Length``, more than 128
+header lines, bytes after a complete answer), the failure is a typed one;
+``tests/hostile/test_stacks.py`` runs both stacks against the same servers.
 """
 
 from __future__ import annotations
@@ -102,6 +106,8 @@ class AiohttpPool:
         )
         return lib.ClientSession(
             connector=connector,
+            # Cookies are kept from any host, an IP address too, as httpx keeps them.
+            cookie_jar=lib.CookieJar(unsafe=True),
             # Every header is ours (User-Agent, Accept-Encoding, Content-Type).
             skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
             auto_decompress=False,  # transport.asend decodes, within its size bound
@@ -132,18 +138,18 @@ class AiohttpPool:
 
     def _proxy_for(self, url: Any) -> str | None:
         proxy = self._proxies.get(url.scheme) or self._proxies.get("all")
-        if not proxy or not url.host or urllib.request.proxy_bypass(url.host):
+        if not proxy or not url.host:
+            return None
+        # With the port, so that a NO_PROXY entry naming host:port applies.
+        where = url.host if url.explicit_port is None else f"{url.host}:{url.explicit_port}"
+        if urllib.request.proxy_bypass(where):
             return None
         return proxy if "://" in proxy else f"http://{proxy}"  # as httpx reads a bare host
 
     def _timeout(self, seconds: float) -> Any:
         timeout = self._timeouts.get(seconds)
         if timeout is None:
-            # total bounds the whole attempt, as transport.asend's cancel scope
-            # does on httpx: the wait for a connection, the head, every body read.
-            timeout = self._timeouts[seconds] = self._aiohttp.ClientTimeout(
-                total=seconds, sock_connect=seconds, sock_read=seconds
-            )
+            timeout = self._timeouts[seconds] = _client_timeout(self._aiohttp, seconds)
         return timeout
 
     async def send(
@@ -231,12 +237,15 @@ class StreamedResponse:
         self._aiohttp = aiohttp
         self.status_code: int = response.status
         # aiohttp's own case-insensitive multidict (C), a copy transport.asend may
-        # change. A value with bytes past ASCII is read as httpx reads it: aiohttp
-        # keeps such bytes as lone surrogates, which no terminal or log can print.
+        # change. Read as httpx reads them instead: a repeated name (httpx joins
+        # the values, aiohttp's get() would see the first only) and a value with
+        # bytes past ASCII (aiohttp keeps them as lone surrogates, which no
+        # terminal or log can print).
         headers = response.headers
         self.headers: MutableMapping[str, str] = (
             headers.copy()
             if all(value.isascii() for value in headers.values())
+            and len(headers) == len({name.lower() for name in headers})
             else httpx.Headers(
                 [
                     (name, value.encode("utf-8", "surrogateescape"))
@@ -264,6 +273,12 @@ def _faults(aiohttp: Any) -> tuple[type[BaseException], ...]:
     from Python 3.11 on.
     """
     return (aiohttp.ClientError, OSError, TimeoutError, asyncio.TimeoutError, ValueError)
+
+
+def _client_timeout(aiohttp: Any, seconds: float) -> Any:
+    # total bounds the whole attempt, as transport.asend's cancel scope does on
+    # httpx: the wait for a connection, the head, every read of the body.
+    return aiohttp.ClientTimeout(total=seconds, sock_connect=seconds, sock_read=seconds)
 
 
 def _httpx_error(aiohttp: Any, exc: BaseException, *, reading: bool = False) -> Exception:

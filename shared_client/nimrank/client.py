@@ -60,7 +60,7 @@ from .protocols import (
     server_message,
 )
 from .protocols.nim import is_known_vlm
-from .redaction import Secrets, protect_logs
+from .redaction import Secrets, protect_logs, without_quoted_bytes
 from .replicas import Replicas
 from .results import Passage, RankedPassage
 from .retry import RETRYABLE_STATUSES
@@ -564,7 +564,7 @@ class _BaseClient:
         )
         error = errors.RankingConnectionError(
             f"Could not get an answer from {request.shown_url} for {request.what}: "
-            f"{type(exc).__name__}: {self._redact(str(exc))}",
+            f"{type(exc).__name__}: {self._redact(without_quoted_bytes(str(exc)))}",
             url=request.shown_url,
             passages=request.passages,
         )

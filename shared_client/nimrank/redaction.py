@@ -19,6 +19,7 @@ user's logging configuration: no handler, level or propagation is touched.
 
 from __future__ import annotations
 
+import base64
 import logging
 import re
 import weakref
@@ -96,6 +97,20 @@ class Secrets:
         return "Secrets(***)"
 
 
+#: What HTTP parsers quote of the bytes they refused: ``b'...'``, ``bytearray(b'...')``.
+_QUOTED_BYTES: Final = re.compile(r"""(?:bytearray\(|\bb['"]).*""", re.DOTALL)
+
+
+def without_quoted_bytes(text: str) -> str:
+    """``text`` up to where it quotes a server's bytes.
+
+    httpcore's and aiohttp's parsers quote the line they refused, aiohttp's cut
+    at 100 bytes: a key the server echoed there may be shown cut, and a mask
+    recognizes a whole secret only.
+    """
+    return _QUOTED_BYTES.sub("(the server's bytes are not shown)", text)
+
+
 def url_secrets(url: str) -> list[str]:
     """The values in ``url`` that may be secrets: userinfo and query values."""
     try:
@@ -108,7 +123,13 @@ def url_secrets(url: str) -> list[str]:
         _, _, value = item.rpartition("=")  # a bare ?KEY is its own value
         values.append(value)
     # Both spellings: the raw one travels, the decoded one may be echoed.
-    return values + [unquote(value) for value in values]
+    values += [unquote(value) for value in values]
+    if username or password:
+        # The Basic credentials HTTP makes of them travel too, in an
+        # Authorization header that a server may echo.
+        pair = f"{unquote(username or '')}:{unquote(password or '')}"
+        values.append(base64.b64encode(pair.encode()).decode("ascii"))
+    return values
 
 
 def _spellings(secret: str) -> str:
