@@ -863,7 +863,7 @@ class AsyncRankingClient(_BaseClient):
     ) -> None:
         super().__init__(options, **changes)
         if self.options.http_transport == "aiohttp":
-            _aiohttp.require_aiohttp()  # a missing extra fails here, not at the first call
+            _aiohttp.require_aiohttp()  # a missing aiohttp fails here, not at the first call
 
     def _reset_io(self) -> None:
         super()._reset_io()
