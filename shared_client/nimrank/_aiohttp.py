@@ -33,14 +33,12 @@ import contextlib
 import ssl
 import urllib.request
 from collections.abc import AsyncIterator, Mapping, MutableMapping
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import unquote
 
 import httpx
 
-__all__ = ["AiohttpPool", "TransportKind", "require_aiohttp"]
-
-TransportKind = Literal["httpx", "aiohttp"]
+__all__ = ["AiohttpPool", "require_aiohttp"]
 
 _CHUNK = 64 * 1024
 # httpcore accepts a response head of up to 100 KiB; aiohttp's default is 8 KiB

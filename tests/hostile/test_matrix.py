@@ -43,8 +43,8 @@ from hostile.hostileserver import (
     trickle,
 )
 from nimrank import AsyncRankingClient, RankingClient, RankingError, RetryPolicy, errors
-from nimrank._aiohttp import TransportKind
 from nimrank.cli import EXIT_CODES
+from nimrank.options import HttpTransport
 from nimrank.redaction import Secrets, protect_logs
 from nimrank.server import RankingServer
 
@@ -218,7 +218,7 @@ def test_03_no_key_in_any_log_line_of_a_call(
 
 @pytest.mark.parametrize("stack", ["aiohttp", "httpx"])
 def test_03_no_key_in_any_log_line_or_error_of_an_async_call(
-    server: RankingServer, caplog: pytest.LogCaptureFixture, stack: TransportKind
+    server: RankingServer, caplog: pytest.LogCaptureFixture, stack: HttpTransport
 ) -> None:
     async def calls() -> RankingError:
         async with AsyncRankingClient(

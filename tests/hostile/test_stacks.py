@@ -22,13 +22,13 @@ from hostile.hostileserver import (
     response_bytes,
 )
 from nimrank import AsyncRankingClient, RankedPassage, RankingError, RetryPolicy
-from nimrank._aiohttp import TransportKind
+from nimrank.options import HttpTransport
 
 KEY = "nvapi-Stacks/Key-0123456789abcdef"
-STACKS: list[TransportKind] = ["aiohttp", "httpx"]
+STACKS: list[HttpTransport] = ["aiohttp", "httpx"]
 
 
-def rank(stack: TransportKind, url: str, calls: int = 1, **options: Any) -> list[RankedPassage]:
+def rank(stack: HttpTransport, url: str, calls: int = 1, **options: Any) -> list[RankedPassage]:
     """``calls`` calls of one async client on ``stack``; the last call's ranking."""
 
     async def run() -> list[RankedPassage]:
@@ -43,7 +43,7 @@ def rank(stack: TransportKind, url: str, calls: int = 1, **options: Any) -> list
     return asyncio.run(run())
 
 
-def failure(stack: TransportKind, url: str, **options: Any) -> RankingError:
+def failure(stack: HttpTransport, url: str, **options: Any) -> RankingError:
     with pytest.raises(RankingError) as caught:
         rank(stack, url, max_retries=0, **options)
     return caught.value
@@ -80,7 +80,7 @@ REFUSED_LINES = {
 @pytest.mark.parametrize("stack", STACKS)
 @pytest.mark.parametrize("raw", REFUSED_LINES.values(), ids=REFUSED_LINES.keys())
 def test_a_key_echoed_where_the_parser_quotes_bytes_is_never_shown_even_cut(
-    stack: TransportKind, raw: bytes
+    stack: HttpTransport, raw: bytes
 ) -> None:
     with HostileServer(sends(raw)) as server:
         try:
@@ -94,7 +94,7 @@ def test_a_key_echoed_where_the_parser_quotes_bytes_is_never_shown_even_cut(
 
 @pytest.mark.parametrize("stack", STACKS)
 def test_a_connection_the_server_closes_after_answering_costs_a_retry_not_a_call(
-    stack: TransportKind,
+    stack: HttpTransport,
 ) -> None:
     # The answer says keep-alive, then the server closes at once: calls back to
     # back may take that connection as it goes (on both stacks: the close can
@@ -107,7 +107,7 @@ def test_a_connection_the_server_closes_after_answering_costs_a_retry_not_a_call
 
 
 @pytest.mark.parametrize("stack", STACKS)
-def test_cookies_from_a_server_at_an_ip_address_are_sent_back(stack: TransportKind) -> None:
+def test_cookies_from_a_server_at_an_ip_address_are_sent_back(stack: HttpTransport) -> None:
     # A load balancer's sticky-session cookie (AWS ALB's, say), set by 127.0.0.1.
     sticky = respond(200, ok_body(1), {"Set-Cookie": "AWSALB=pod-3; Path=/"})
     with HostileServer(sticky) as server:
@@ -117,7 +117,7 @@ def test_cookies_from_a_server_at_an_ip_address_are_sent_back(stack: TransportKi
 
 
 @pytest.mark.parametrize("stack", STACKS)
-def test_repeated_header_names_are_read_as_httpx_reads_them(stack: TransportKind) -> None:
+def test_repeated_header_names_are_read_as_httpx_reads_them(stack: HttpTransport) -> None:
     # httpx joins repeated values: "gzip, identity" is not an encoding asked for.
     raw = response_bytes(200, ok_body(1)).replace(
         b"\r\n\r\n", b"\r\nContent-Encoding: identity\r\nContent-Encoding: gzip\r\n\r\n", 1
@@ -129,7 +129,7 @@ def test_repeated_header_names_are_read_as_httpx_reads_them(stack: TransportKind
 
 @pytest.mark.parametrize("stack", STACKS)
 def test_no_proxy_naming_host_and_port_sends_straight_to_it(
-    stack: TransportKind, monkeypatch: pytest.MonkeyPatch
+    stack: HttpTransport, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with HostileServer(respond(200, ok_body(1))) as server:
         host_port = server.url.removeprefix("http://").removesuffix("/v1")
@@ -141,7 +141,7 @@ def test_no_proxy_naming_host_and_port_sends_straight_to_it(
 
 @pytest.mark.parametrize("stack", STACKS)
 def test_basic_credentials_from_the_url_are_masked_when_the_server_echoes_them(
-    stack: TransportKind,
+    stack: HttpTransport,
 ) -> None:
     token = base64.b64encode(b"reader:pw-Stacks-9876").decode()
     with HostileServer(echo_headers(400, escape=lambda value: value)) as server:

@@ -24,7 +24,8 @@ from hostile.hostileserver import (
     trickle_headers,
 )
 from nimrank import transport
-from nimrank._aiohttp import AiohttpPool, TransportKind
+from nimrank._aiohttp import AiohttpPool
+from nimrank.options import HttpTransport
 from nimrank.transport import DEFAULT_MAX_RESPONSE_BYTES, Reply, ResponseTooLarge
 
 # Generous against a shared 2-core machine, tight against "36-54 s".
@@ -37,7 +38,7 @@ def sync_send(url: str, *, timeout: float = 2.0, max_bytes: int = 1 << 20) -> Re
 
 
 async def async_send(
-    url: str, *, timeout: float = 2.0, max_bytes: int = 1 << 20, kind: TransportKind = "httpx"
+    url: str, *, timeout: float = 2.0, max_bytes: int = 1 << 20, kind: HttpTransport = "httpx"
 ) -> Reply:
     http = httpx.AsyncClient() if kind == "httpx" else AiohttpPool()
     try:
@@ -67,7 +68,7 @@ def test_a_good_answer_comes_back_whole() -> None:
 
 
 @pytest.mark.parametrize("kind", ASYNC_TRANSPORTS)
-async def test_a_good_answer_comes_back_whole_async(kind: TransportKind) -> None:
+async def test_a_good_answer_comes_back_whole_async(kind: HttpTransport) -> None:
     with HostileServer(respond(200, ok_body(3))) as server:
         reply = await async_send(server.url + "/ranking", kind=kind)
     assert json.loads(reply.content) == json.loads(ok_body(3))
@@ -114,7 +115,7 @@ def test_trickled_headers_fail_within_the_timeout() -> None:
 )
 @pytest.mark.parametrize("kind", ASYNC_TRANSPORTS)
 async def test_a_trickle_fails_within_the_timeout_async(
-    script: object, kind: TransportKind
+    script: object, kind: HttpTransport
 ) -> None:
     with HostileServer(script) as server:  # type: ignore[arg-type]
         started = _now()
@@ -167,7 +168,7 @@ def measure_send(kind: str, url: str) -> tuple[float, BaseException | None]:
     """``measure`` of one send with a 1 MiB cap: sync, or async on transport ``kind``."""
     if kind == "sync":
         return measure(lambda: sync_send(url, max_bytes=1 << 20))
-    stack: TransportKind = "aiohttp" if kind == "aiohttp" else "httpx"
+    stack: HttpTransport = "aiohttp" if kind == "aiohttp" else "httpx"
     return measure(lambda: asyncio.run(async_send(url, max_bytes=1 << 20, kind=stack)))
 
 

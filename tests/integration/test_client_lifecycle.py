@@ -27,7 +27,7 @@ from nimrank import (
     RankingOptions,
     RetryPolicy,
 )
-from nimrank._aiohttp import TransportKind
+from nimrank.options import HttpTransport
 from nimrank.server import DEFAULT_MODEL_ID, RankingServer, score_passages
 from nimrank.server.faults import path_endswith, respond
 
@@ -196,7 +196,7 @@ def test_a_forked_child_never_shares_its_parents_connections_or_threads() -> Non
 @fork_only
 @pytest.mark.parametrize("stack", ["aiohttp", "httpx"])
 def test_a_child_forked_while_the_loop_runs_leaves_the_parents_connections_alone(
-    stack: TransportKind,
+    stack: HttpTransport,
 ) -> None:
     # A process pool forked from a running application: the child drops its copy
     # of the parent's pool at once. The parent's event loop shares its epoll
@@ -258,7 +258,7 @@ def test_close_racing_rank_on_other_threads_gives_typed_errors_or_results() -> N
 
 
 @pytest.mark.parametrize("stack", ["aiohttp", "httpx"])
-def test_aclose_racing_async_ranks_gives_typed_errors_or_results(stack: TransportKind) -> None:
+def test_aclose_racing_async_ranks_gives_typed_errors_or_results(stack: HttpTransport) -> None:
     async def main(server: RankingServer) -> list[str]:
         client = AsyncRankingClient(
             base_url=server.url,
