@@ -21,7 +21,7 @@ _HOMES = {
     "DEFAULT_MODEL": "client",
     "HOSTED_DEFAULT_MODEL": "client",
     "UNSET": "client",
-    "AsyncRankingClient": "client",
+    "AsyncRankingClient": "async_client",
     "RankingClient": "client",
     "base_url_from_environment": "client",
     "RankingClients": "client_pair",
@@ -73,11 +73,11 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from .async_client import AsyncRankingClient
     from .client import (
         DEFAULT_MODEL,
         HOSTED_DEFAULT_MODEL,
         UNSET,
-        AsyncRankingClient,
         RankingClient,
         base_url_from_environment,
     )

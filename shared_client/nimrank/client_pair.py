@@ -10,7 +10,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from .client import AsyncRankingClient, RankingClient
+from .async_client import AsyncRankingClient
+from .client import RankingClient
 from .options import DEFAULT_OPTIONS, RankingOptions
 
 __all__ = ["RankingClients"]

@@ -133,6 +133,10 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+# Where the client reads them too: importing them costs it none of this module.
+from .retry import Outcome, outcome_for_status
+from .validation import check_replica_urls
+
 __all__ = [
     "Fleet",
     "FleetPolicy",
@@ -145,42 +149,6 @@ __all__ = [
     "check_replica_urls",
     "outcome_for_status",
 ]
-
-_EJECTING_STATUSES = frozenset({502, 503, 504})
-
-
-class Outcome(enum.Enum):
-    """What a leased request says about its replica."""
-
-    OK = "ok"
-    """The replica answered (any status but 429, 502, 503, 504): it is alive."""
-    FAILED = "failed"
-    """Connection error, timeout, 502, 503 or 504: eject the replica."""
-    THROTTLED = "throttled"
-    """429: keep this replica out of the choice for ``retry_after`` seconds."""
-    ABANDONED = "abandoned"
-    """No answer to judge by (the caller was cancelled): only frees the slot."""
-
-
-def outcome_for_status(status: int) -> Outcome:
-    """The :class:`Outcome` of a request that got an HTTP answer with ``status``."""
-    if status == 429:
-        return Outcome.THROTTLED
-    return Outcome.FAILED if status in _EJECTING_STATUSES else Outcome.OK
-
-
-def check_replica_urls(urls: Sequence[object]) -> tuple[str, ...]:
-    """``urls`` as a tuple of distinct, non-empty strings (at least one), or a clear error."""
-    if not urls:
-        raise ValueError("no replica given: a fleet needs at least one URL")
-    for url in urls:
-        if not isinstance(url, str) or not url:
-            raise TypeError(f"each replica URL must be a non-empty string, got {url!r}")
-    if len(set(urls)) != len(urls):
-        raise ValueError(
-            "a replica is listed twice: URLs must be distinct (each has its own statistics)"
-        )
-    return tuple(url for url in urls if isinstance(url, str))
 
 
 def _check_positive(name: str, value: float) -> None:

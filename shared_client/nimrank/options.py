@@ -19,11 +19,10 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal, TypedDict
 
-from .fleet import check_replica_urls
 from .planning import PassageOptions
 from .protocols import PROTOCOLS
 from .retry import RetryPolicy
-from .validation import check_int, check_number
+from .validation import check_int, check_number, check_replica_urls
 
 __all__ = ["DEFAULT_OPTIONS", "OptionValues", "RankingOptions", "describe_option"]
 

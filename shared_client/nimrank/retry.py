@@ -6,10 +6,15 @@ body. The wait is the server's ``Retry-After`` (``retry-after-ms``, seconds or
 an HTTP date) capped at ``max_retry_after``, else exponential backoff from
 ``initial_delay`` doubling up to ``max_delay``, with jitter so that batches
 that failed together do not all come back at the same instant.
+
+A failure also says something about the replica that answered, for a client
+with a fleet of them: :class:`Outcome` (a 429 throttles the replica, a 502,
+503, 504 or a connection error ejects it).
 """
 
 from __future__ import annotations
 
+import enum
 import random
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -17,9 +22,37 @@ from email.utils import parsedate_to_datetime
 
 from .validation import check_number
 
-__all__ = ["RETRYABLE_STATUSES", "RetryPolicy", "parse_retry_after"]
+__all__ = [
+    "RETRYABLE_STATUSES",
+    "Outcome",
+    "RetryPolicy",
+    "outcome_for_status",
+    "parse_retry_after",
+]
 
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+#: Statuses that eject the replica that answered (a fleet's ``Outcome.FAILED``).
+_EJECTING_STATUSES = frozenset({502, 503, 504})
+
+
+class Outcome(enum.Enum):
+    """What a leased request says about its replica (see ``nimrank.fleet``)."""
+
+    OK = "ok"
+    """The replica answered (any status but 429, 502, 503, 504): it is alive."""
+    FAILED = "failed"
+    """Connection error, timeout, 502, 503 or 504: eject the replica."""
+    THROTTLED = "throttled"
+    """429: keep this replica out of the choice for ``retry_after`` seconds."""
+    ABANDONED = "abandoned"
+    """No answer to judge by (the caller was cancelled): only frees the slot."""
+
+
+def outcome_for_status(status: int) -> Outcome:
+    """The :class:`Outcome` of a request that got an HTTP answer with ``status``."""
+    if status == 429:
+        return Outcome.THROTTLED
+    return Outcome.FAILED if status in _EJECTING_STATUSES else Outcome.OK
 
 
 @dataclass(frozen=True)

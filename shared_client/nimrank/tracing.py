@@ -23,7 +23,6 @@ shared code makes while a batch runs, :func:`record_status` and
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -227,6 +226,8 @@ def _failed(span: Span, exc: BaseException) -> None:
     A cancelled task (an async batch stopped because another failed) is not
     itself an error: it is marked ``nimrank.cancelled``.
     """
+    import asyncio  # here: a sync program need not load it to be traced
+
     from opentelemetry.trace import Status, StatusCode
 
     if isinstance(exc, asyncio.CancelledError):

@@ -15,6 +15,7 @@ __all__ = [
     "check_number",
     "check_passages",
     "check_query",
+    "check_replica_urls",
     "check_top_n",
 ]
 
@@ -132,3 +133,17 @@ def _check_encodable(name: str, text: str) -> None:
             f"{exc.start}, which UTF-8 cannot carry: decode the text with "
             "errors='replace' (or fix where it came from)"
         ) from None
+
+
+def check_replica_urls(urls: Sequence[object]) -> tuple[str, ...]:
+    """``urls`` as a tuple of distinct, non-empty strings (at least one), or a clear error."""
+    if not urls:
+        raise ValueError("no replica given: a fleet needs at least one URL")
+    for url in urls:
+        if not isinstance(url, str) or not url:
+            raise TypeError(f"each replica URL must be a non-empty string, got {url!r}")
+    if len(set(urls)) != len(urls):
+        raise ValueError(
+            "a replica is listed twice: URLs must be distinct (each has its own statistics)"
+        )
+    return tuple(url for url in urls if isinstance(url, str))

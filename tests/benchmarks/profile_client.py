@@ -46,7 +46,7 @@ _STEPS = (
     "_finish",
     "merge_rankings",
     "select",
-    "_gather_or_cancel",
+    "gather_or_cancel",
     "rank_batch",
 )
 

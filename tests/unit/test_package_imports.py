@@ -32,10 +32,21 @@ def test_the_errors_load_without_the_client() -> None:
     assert "nimrank.client" not in loaded
 
 
-def test_the_client_does_not_load_the_server_the_cli_or_aiohttp() -> None:
+def test_the_clients_do_not_load_the_server_the_cli_or_aiohttp() -> None:
     loaded = _modules_after("from nimrank import AsyncRankingClient, RankingClient")
-    assert "nimrank.client" in loaded
+    assert {"nimrank.client", "nimrank.async_client"} <= loaded
     assert not loaded & {"nimrank.server", "nimrank.cli", "aiohttp"}
+
+
+def test_the_sync_client_loads_neither_asyncio_nor_the_fleet() -> None:
+    # A sync program pays for neither; a client with several replicas loads the fleet.
+    loaded = _modules_after("from nimrank import RankingClient; RankingClient(base_url='http://h')")
+    assert "nimrank.client" in loaded
+    assert not loaded & {"asyncio", "nimrank.async_client", "nimrank.fleet", "nimrank.replicas"}
+    fleet = _modules_after(
+        "from nimrank import RankingClient; RankingClient(base_url=['http://a', 'http://b'])"
+    )
+    assert "nimrank.fleet" in fleet
 
 
 @pytest.mark.parametrize("name", nimrank.__all__)

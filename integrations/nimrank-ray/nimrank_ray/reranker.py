@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Mapping
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow as pa
 
 import nimrank
+from nimrank.async_client import gather_or_cancel
 from nimrank.validation import check_int, check_number, check_top_n
 
 if TYPE_CHECKING:
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
 __all__ = ["Reranker", "rerank_dataset"]
 
 OnError = Literal["raise", "record"]
-_T = TypeVar("_T")
 
 _ROW_ERRORS = (nimrank.RankingError, ValueError, TypeError)
 """What ``on_error="record"`` records: a service's typed errors and a row's bad
@@ -144,7 +144,7 @@ class Reranker:
         """The batch with the scores and ranking columns (and the error column) added."""
         queries = batch.column(self.query_column).to_pylist()
         passages = batch.column(self.passages_column).to_pylist()
-        rows = await _gather_or_cancel(
+        rows = await gather_or_cancel(
             [self._rank_row(query, texts) for query, texts in zip(queries, passages, strict=True)]
         )
         added: dict[str, pa.Array] = {
@@ -179,18 +179,6 @@ class Reranker:
             scores[passage.index] = passage.score
         ranking = [passage.index for passage in ranked]
         return scores, ranking[: self.top_n] if self.top_n is not None else ranking, None
-
-
-async def _gather_or_cancel(awaitables: list[Awaitable[_T]]) -> list[_T]:
-    """Await all; on the first failure cancel the rest and re-raise it."""
-    tasks = [asyncio.ensure_future(awaitable) for awaitable in awaitables]
-    try:
-        return list(await asyncio.gather(*tasks))
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
 
 
 def rerank_dataset(
