@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import certifi
 import httpx
@@ -136,8 +136,9 @@ class _Request:
         return display_url(self.url)
 
 
-@dataclass(frozen=True)
-class _Failure:
+class _Failure(NamedTuple):
+    """Why an attempt failed, whether to retry it, and what it says of its replica."""
+
     error: errors.RankingError
     retryable: bool
     retry_after: str | None = None
