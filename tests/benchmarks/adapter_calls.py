@@ -3,7 +3,8 @@
 Against the fake NIM answering at once, the median of ``--calls`` sync calls of
 ``RankingClient.rank`` and of each framework's own entry point on the same
 passages (LangChain ``compress_documents``, LlamaIndex ``postprocess_nodes``,
-Haystack ``NIMRanker.run``), and what constructing a Haystack ``NIMRanker`` costs.
+Haystack ``NIMRanker.run``), taking turns call by call, and what constructing a
+Haystack ``NIMRanker`` costs.
 The difference is the adapter's share, framework calls included (LlamaIndex's
 ``get_content`` and ``NodeWithScore``, Haystack's ``Document`` copies).
 
@@ -41,6 +42,32 @@ def median_ms(call: Callable[[], object], calls: int) -> float:
     return statistics.median(times) * 1000
 
 
+def turns_ms(calls: dict[str, Callable[[], object]], rounds: int) -> dict[str, tuple[float, float]]:
+    """Median wall and CPU ms of each call, the calls taking turns round by round.
+
+    Turn-taking gives every contender the same machine: noise on a shared
+    one (another process, a frequency change) hits them alike. CPU time is
+    this process's: what the adapter itself costs, without the server's share
+    of the wall time (a server idle for longer between requests wakes up
+    later, so any work before a request shows up a second time as latency).
+    """
+    for call in calls.values():
+        for _ in range(30):  # warm: connections open, caches filled
+            call()
+    walls: dict[str, list[float]] = {name: [] for name in calls}
+    cpus: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            cpu, wall = time.process_time(), time.perf_counter()
+            call()
+            walls[name].append(time.perf_counter() - wall)
+            cpus[name].append(time.process_time() - cpu)
+    return {
+        name: (statistics.median(walls[name]) * 1000, statistics.median(cpus[name]) * 1000)
+        for name in calls
+    }
+
+
 def size_rows(url: str, size: int, calls: int) -> list[list[object]]:
     """The client's call and each adapter's on ``size`` passages."""
     texts = make_texts(size)
@@ -53,16 +80,25 @@ def size_rows(url: str, size: int, calls: int) -> list[list[object]]:
     haystack = NIMRanker(api_url=url, model=MODEL, top_k=size)
     haystack.warm_up()
     haystack_documents = [HaystackDocument(content=text) for text in texts]
-    adapters: list[tuple[str, Callable[[], object]]] = [
-        ("LangChain compress_documents", lambda: langchain.compress_documents(documents, QUERY)),
-        ("LlamaIndex postprocess_nodes", lambda: llama.postprocess_nodes(nodes, bundle)),
-        ("Haystack NIMRanker.run", lambda: haystack.run(query=QUERY, documents=haystack_documents)),
-    ]
-    base = median_ms(lambda: client.rank(QUERY, texts), calls)
-    rows: list[list[object]] = [[size, "RankingClient.rank", f"{base:.3f}", ""]]
-    for name, call in adapters:
-        took = median_ms(call, calls)
-        rows.append([size, name, f"{took:.3f}", f"{took - base:+.3f}"])
+    adapters: dict[str, Callable[[], object]] = {
+        "LangChain compress_documents": lambda: langchain.compress_documents(documents, QUERY),
+        "LlamaIndex postprocess_nodes": lambda: llama.postprocess_nodes(nodes, bundle),
+        "Haystack NIMRanker.run": lambda: haystack.run(query=QUERY, documents=haystack_documents),
+    }
+    medians = turns_ms({"RankingClient.rank": lambda: client.rank(QUERY, texts), **adapters}, calls)
+    wall, cpu = medians.pop("RankingClient.rank")
+    rows: list[list[object]] = [[size, "RankingClient.rank", f"{wall:.3f}", "", f"{cpu:.3f}", ""]]
+    for name, (took, spent) in medians.items():
+        rows.append(
+            [
+                size,
+                name,
+                f"{took:.3f}",
+                f"{took - wall:+.3f}",
+                f"{spent:.3f}",
+                f"{spent - cpu:+.3f}",
+            ]
+        )
     client.close()
     return rows
 
@@ -78,7 +114,9 @@ def main() -> None:
         for size in (int(part) for part in args.sizes.split(",")):
             rows += size_rows(server.url, size, args.calls)
         built = median_ms(lambda: NIMRanker(api_url=server.url, model=MODEL), args.calls)
-    print(table(["N", "call", "wall ms (median)", "added ms"], rows))
+    header = ["N", "call", "wall ms", "added wall ms", "CPU ms", "added CPU ms"]
+    print(table(header, rows))
+    print("\nMedians of single calls; CPU is this process's (the server runs in another).")
     print(f"\nNIMRanker(...) construction: {built:.3f} ms (median of {args.calls})")
 
 
