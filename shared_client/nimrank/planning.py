@@ -24,10 +24,12 @@ object per passage but the results, so the cost per passage stays flat in N.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import heapq
 import math
 from bisect import bisect_left
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from itertools import compress, count, repeat
@@ -341,11 +343,35 @@ def _order(scores: Sequence[float | None], limit: int | None = None) -> list[int
 def _results(
     plan: Plan, order: Sequence[int], scores: Sequence[float | None]
 ) -> list[RankedPassage]:
-    if plan._plain:
-        texts = cast("tuple[str, ...]", plan.passages)
-        return [make_ranked(index, scores[index], texts[index]) for index in order]
-    text_of = plan.text_of
-    return [make_ranked(index, scores[index], *text_of(index)) for index in order]
+    with _collector_paused(len(order)):
+        if plan._plain:
+            texts = cast("tuple[str, ...]", plan.passages)
+            return [make_ranked(index, scores[index], texts[index]) for index in order]
+        text_of = plan.text_of
+        return [make_ranked(index, scores[index], *text_of(index)) for index in order]
+
+
+#: Results from which making them pauses the cycle collector (below, it runs once at most).
+_BULK = 1_000
+
+
+@contextlib.contextmanager
+def _collector_paused(made: int) -> Iterator[None]:
+    """The cycle collector off while ``made`` results are made, if that is many.
+
+    Every 700 new objects set it off, and each full pass walks every result
+    made so far: at 100,000 results that is half the merge's time. Results
+    hold no cycles, so nothing is lost by waiting; collection resumes after.
+    A collector already off (the application's choice) is left off.
+    """
+    if made < _BULK or not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def merge_rankings(plan: Plan, segment_scores: Sequence[float]) -> list[RankedPassage]:

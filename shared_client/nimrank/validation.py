@@ -79,6 +79,12 @@ def check_passages(passages: Any, *, images: bool = True) -> list[str | Passage]
     if isinstance(passages, (str, bytes)) or not isinstance(passages, Sequence):
         raise TypeError(f"passages must be a list of strings, got {type(passages).__name__}")
     out = list(passages)
+    try:
+        # The common case in one C-level pass: ASCII strings, which UTF-8 carries.
+        if all(map(str.isascii, out)):
+            return out
+    except TypeError:  # not all strings: the loop says which one is not
+        pass
     for position, passage in enumerate(out):
         # Type checks first, by exact type: the common case costs two cheap tests.
         if type(passage) is str or isinstance(passage, str):

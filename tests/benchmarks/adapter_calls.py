@@ -8,21 +8,33 @@ Haystack ``NIMRanker`` costs.
 The difference is the adapter's share, framework calls included (LlamaIndex's
 ``get_content`` and ``NodeWithScore``, Haystack's ``Document`` copies).
 
+Beside each adapter, its framework's floor: the same client call wrapped in
+only what the framework asks of any reranker (a ``floor`` row): LlamaIndex's
+``get_content`` per node, ``NodeWithScore`` per result and the rerank
+start/end events inside a postprocessor's span; Haystack's
+``dataclasses.replace`` per result; LangChain's ``model_copy`` with the score
+in ``metadata``. What an adapter adds beyond its floor is its own.
+
     .venv/bin/python tests/benchmarks/adapter_calls.py [--sizes 5,20,50] [--calls 400]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import time
 import warnings
 from collections.abc import Callable
+from typing import Any
 
 from fakenim import MODEL, FakeNim
 from haystack import Document as HaystackDocument
 from langchain_core.documents import Document
-from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
+from llama_index.core.instrumentation import get_dispatcher  # type: ignore[attr-defined]
+from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
+from llama_index.core.postprocessor.types import BaseNodePostprocessor
+from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, TextNode
 from run import QUERY, make_texts, table
 
 from haystack_integrations.components.rankers.nimrank import NIMRanker
@@ -68,6 +80,43 @@ def turns_ms(calls: dict[str, Callable[[], object]], rounds: int) -> dict[str, t
     }
 
 
+_DISPATCHER = get_dispatcher(__name__)
+
+
+class _FloorPostprocessor(BaseNodePostprocessor):
+    """LlamaIndex's floor: what any reranking postprocessor does around the client's call."""
+
+    client: Any = None
+
+    def _postprocess_nodes(
+        self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
+    ) -> list[NodeWithScore]:
+        assert query_bundle is not None
+        _DISPATCHER.event(
+            ReRankStartEvent(query=query_bundle, nodes=nodes, top_n=len(nodes), model_name=MODEL)
+        )
+        texts = [item.node.get_content(metadata_mode=MetadataMode.EMBED) for item in nodes]
+        ranked = self.client.rank(query_bundle.query_str, texts)
+        out = [NodeWithScore(node=nodes[p.index].node, score=p.score) for p in ranked]
+        _DISPATCHER.event(ReRankEndEvent(nodes=out))
+        return out
+
+
+def _haystack_floor(client: RankingClient, documents: list[HaystackDocument]) -> object:
+    ranked = client.rank(QUERY, [document.content or "" for document in documents])
+    return {"documents": [dataclasses.replace(documents[p.index], score=p.score) for p in ranked]}
+
+
+def _langchain_floor(client: RankingClient, documents: list[Document]) -> object:
+    ranked = client.rank(QUERY, [document.page_content for document in documents])
+    return [
+        documents[p.index].model_copy(
+            update={"metadata": {**documents[p.index].metadata, "relevance_score": p.score}}
+        )
+        for p in ranked
+    ]
+
+
 def size_rows(url: str, size: int, calls: int) -> list[list[object]]:
     """The client's call and each adapter's on ``size`` passages."""
     texts = make_texts(size)
@@ -80,10 +129,14 @@ def size_rows(url: str, size: int, calls: int) -> list[list[object]]:
     haystack = NIMRanker(api_url=url, model=MODEL, top_k=size)
     haystack.warm_up()
     haystack_documents = [HaystackDocument(content=text) for text in texts]
+    floor = _FloorPostprocessor(client=client)
     adapters: dict[str, Callable[[], object]] = {
         "LangChain compress_documents": lambda: langchain.compress_documents(documents, QUERY),
+        "LangChain floor": lambda: _langchain_floor(client, documents),
         "LlamaIndex postprocess_nodes": lambda: llama.postprocess_nodes(nodes, bundle),
+        "LlamaIndex floor": lambda: floor.postprocess_nodes(nodes, bundle),
         "Haystack NIMRanker.run": lambda: haystack.run(query=QUERY, documents=haystack_documents),
+        "Haystack floor": lambda: _haystack_floor(client, haystack_documents),
     }
     medians = turns_ms({"RankingClient.rank": lambda: client.rank(QUERY, texts), **adapters}, calls)
     wall, cpu = medians.pop("RankingClient.rank")

@@ -6,6 +6,7 @@ tell whether a passage got its own score or another one's.
 
 from __future__ import annotations
 
+import gc
 import itertools
 import math
 import random
@@ -19,6 +20,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from nimrank import planning
 from nimrank.planning import (
     PassageOptions,
     Plan,
@@ -32,7 +34,7 @@ from nimrank.planning import (
     split_windows,
 )
 from nimrank.protocols import COHERE, NIM, WireProtocol
-from nimrank.results import Passage, RankedPassage
+from nimrank.results import Passage, RankedPassage, make_ranked
 
 PROPERTY = settings(max_examples=100, deadline=None)
 
@@ -871,3 +873,46 @@ def test_describe_batch_names_the_batch_and_its_passages() -> None:
         "batch 1 of 2 (passages 0-1, 4)",
         "batch 2 of 2 (passages 3, 5)",
     ]
+
+
+def test_a_bulk_merge_leaves_the_cycle_collector_as_it_found_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The merge pauses the collector while it makes many results; it must be
+    # back on after, also when making them fails, and stay off if it was off.
+    texts = [f"passage {i}" for i in range(2_000)]
+    plan = plan_batches(texts, 64)
+    scores = [float(i % 97) for i in range(len(plan.segments))]
+    seen: list[bool] = []
+    real = make_ranked
+
+    def spy(*args: object) -> object:
+        seen.append(gc.isenabled())
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(planning, "make_ranked", spy)
+    assert gc.isenabled()
+    assert len(final_ranking(plan, scores)) == 2_000
+    assert not any(seen)
+    assert gc.isenabled()
+
+    seen.clear()
+    assert len(final_ranking(plan, scores, top_n=10)) == 10  # ten results: not paused
+    assert all(seen)
+    assert gc.isenabled()
+
+    def failing(*args: object) -> object:
+        raise MemoryError
+
+    monkeypatch.setattr(planning, "make_ranked", failing)
+    with pytest.raises(MemoryError):
+        final_ranking(plan, scores)
+    assert gc.isenabled()
+
+    monkeypatch.setattr(planning, "make_ranked", real)
+    gc.disable()
+    try:
+        final_ranking(plan, scores)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
