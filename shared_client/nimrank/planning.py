@@ -362,7 +362,9 @@ def _collector_paused(made: int) -> Iterator[None]:
     Every 700 new objects set it off, and each full pass walks every result
     made so far: at 100,000 results that is half the merge's time. Results
     hold no cycles, so nothing is lost by waiting; collection resumes after.
-    A collector already off (the application's choice) is left off.
+    A collector already off (the application's choice) is left off; one that
+    another thread turns off during the pause is on again after it (the
+    collector has one switch for the whole process).
     """
     if made < _BULK or not gc.isenabled():
         yield
