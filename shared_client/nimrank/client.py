@@ -1,8 +1,10 @@
-"""``RankingClient`` and ``AsyncRankingClient``: orchestration of one ranking call.
+"""``RankingClient``, and ``_BaseClient``: orchestration of one ranking call.
 
-Both share ``_BaseClient``: the options, request building, status-to-error
-mapping, retry decisions and the merge. The two shells only send, wait and
-sleep; they read as the same few lines, one with ``await``. What is not
+``_BaseClient`` holds what both clients share: the options, request building,
+status-to-error mapping, retry decisions and the merge. The two shells only
+send, wait and sleep; they read as the same few lines, one with ``await``
+(``AsyncRankingClient`` is in ``async_client.py``, so that a sync program never
+imports asyncio or aiohttp). What is not
 orchestration lives elsewhere: options in ``options.py``, the plan and merge
 in ``planning.py``, wire formats in ``protocols/``, keys and headers in
 ``keys.py``, URLs in ``endpoints.py``, retry timing in ``retry.py``.

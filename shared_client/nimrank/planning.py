@@ -24,12 +24,11 @@ object per passage but the results, so the cost per passage stays flat in N.
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import heapq
 import math
 from bisect import bisect_left
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from itertools import compress, count, repeat
@@ -343,37 +342,29 @@ def _order(scores: Sequence[float | None], limit: int | None = None) -> list[int
 def _results(
     plan: Plan, order: Sequence[int], scores: Sequence[float | None]
 ) -> list[RankedPassage]:
-    with _collector_paused(len(order)):
+    # Many results pause the cycle collector while they are made: every 700
+    # new objects set it off, and each full pass walks every result made so
+    # far (at 100,000 results, a fifth of the merge). Results hold no cycles:
+    # nothing is lost by waiting. A collector the application turned off
+    # stays off; one another thread turns off meanwhile is on again after
+    # (the process has one switch). No context manager: a Ctrl-C landing
+    # between its entry and its try block would leave the collector off.
+    paused = len(order) >= _BULK and gc.isenabled()
+    try:
+        if paused:
+            gc.disable()
         if plan._plain:
             texts = cast("tuple[str, ...]", plan.passages)
             return [make_ranked(index, scores[index], texts[index]) for index in order]
         text_of = plan.text_of
         return [make_ranked(index, scores[index], *text_of(index)) for index in order]
+    finally:
+        if paused:
+            gc.enable()
 
 
 #: Results from which making them pauses the cycle collector (below, it runs once at most).
 _BULK = 1_000
-
-
-@contextlib.contextmanager
-def _collector_paused(made: int) -> Iterator[None]:
-    """The cycle collector off while ``made`` results are made, if that is many.
-
-    Every 700 new objects set it off, and each full pass walks every result
-    made so far: at 100,000 results that is half the merge's time. Results
-    hold no cycles, so nothing is lost by waiting; collection resumes after.
-    A collector already off (the application's choice) is left off; one that
-    another thread turns off during the pause is on again after it (the
-    collector has one switch for the whole process).
-    """
-    if made < _BULK or not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 def merge_rankings(plan: Plan, segment_scores: Sequence[float]) -> list[RankedPassage]:
