@@ -133,7 +133,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-# Where the client reads them too: importing them costs it none of this module.
+# Defined where the client imports them from: it needs them, not this module.
 from .retry import Outcome, outcome_for_status
 from .validation import check_replica_urls
 
